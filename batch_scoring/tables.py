@@ -1,0 +1,154 @@
+"""The five input tables of the Azure predictive-maintenance data set and their warehouse schemas.
+
+One description per table serves the simulator (what it writes), the ingest (what it accepts and
+how it names the columns) and the storage layer (the explicit schema of each Parquet table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pyspark.sql import types as T
+
+COMPONENTS = ("comp1", "comp2", "comp3", "comp4")
+ERROR_IDS = ("error1", "error2", "error3", "error4", "error5")
+SENSORS = ("volt", "rotate", "pressure", "vibration")
+MACHINE_MODELS = ("model1", "model2", "model3", "model4")
+
+FieldKind = Literal["timestamp", "integer", "double", "string"]
+
+_SPARK_TYPES: dict[FieldKind, T.DataType] = {
+    "timestamp": T.TimestampType(),
+    "integer": T.IntegerType(),
+    "double": T.DoubleType(),
+    "string": T.StringType(),
+}
+
+
+@dataclass(frozen=True)
+class SourceField:
+    """A column of an input file: its header name there and its name and type in the warehouse."""
+
+    source: str
+    name: str
+    kind: FieldKind
+    allowed: tuple[str, ...] | None = None
+    unknown_reason: str = "unknown_value"
+    minimum: float | None = None
+
+    @property
+    def spark_type(self) -> T.DataType:
+        return _SPARK_TYPES[self.kind]
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """One input table: which files hold it, its fields, its natural key and its warehouse asset."""
+
+    name: str
+    asset: str
+    file_stems: tuple[str, ...]
+    fields: tuple[SourceField, ...]
+    key: tuple[str, ...]
+    requires_rows: bool
+    daily_partitioned: bool = False
+
+    @property
+    def schema(self) -> T.StructType:
+        """Warehouse schema; daily-partitioned tables carry their partition column `date`."""
+        columns = [T.StructField(f.name, f.spark_type, nullable=False) for f in self.fields]
+        if self.daily_partitioned:
+            columns.append(T.StructField("date", T.DateType(), nullable=False))
+        return T.StructType(columns)
+
+    @property
+    def column_names(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+    @property
+    def file_names(self) -> list[str]:
+        """Every file name accepted for this table, in the order they are looked for."""
+        return [f"{stem}{suffix}" for stem in self.file_stems for suffix in (".csv", ".csv.gz")]
+
+
+DATETIME = SourceField("datetime", "datetime", "timestamp")
+MACHINE_ID = SourceField("machineID", "machine_id", "integer", minimum=1)
+
+MACHINES = SourceTable(
+    name="machines",
+    asset="raw_machines",
+    file_stems=("PdM_machines", "machines"),
+    fields=(
+        MACHINE_ID,
+        SourceField("model", "model", "string"),
+        SourceField("age", "age", "integer", minimum=0),
+    ),
+    key=("machine_id",),
+    requires_rows=True,
+)
+
+TELEMETRY = SourceTable(
+    name="telemetry",
+    asset="raw_telemetry",
+    file_stems=("PdM_telemetry", "telemetry"),
+    fields=(DATETIME, MACHINE_ID, *(SourceField(s, s, "double") for s in SENSORS)),
+    key=("machine_id", "datetime"),
+    requires_rows=True,
+    daily_partitioned=True,
+)
+
+ERRORS = SourceTable(
+    name="errors",
+    asset="raw_errors",
+    file_stems=("PdM_errors", "errors"),
+    fields=(
+        DATETIME,
+        MACHINE_ID,
+        SourceField("errorID", "error_id", "string", ERROR_IDS, "unknown_error_id"),
+    ),
+    key=("machine_id", "datetime", "error_id"),
+    requires_rows=False,
+)
+
+MAINTENANCE = SourceTable(
+    name="maintenance",
+    asset="raw_maintenance",
+    file_stems=("PdM_maint", "maint", "PdM_maintenance", "maintenance"),
+    fields=(
+        DATETIME,
+        MACHINE_ID,
+        SourceField("comp", "comp", "string", COMPONENTS, "unknown_component"),
+    ),
+    key=("machine_id", "datetime", "comp"),
+    requires_rows=False,
+)
+
+FAILURES = SourceTable(
+    name="failures",
+    asset="raw_failures",
+    file_stems=("PdM_failures", "failures"),
+    fields=(
+        DATETIME,
+        MACHINE_ID,
+        SourceField("failure", "failure", "string", COMPONENTS, "unknown_component"),
+    ),
+    key=("machine_id", "datetime", "failure"),
+    requires_rows=False,
+)
+
+SOURCE_TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("source_file", T.StringType(), nullable=False),
+        T.StructField("line_number", T.LongType(), nullable=False),
+        T.StructField("reason", T.StringType(), nullable=False),
+        T.StructField("field", T.StringType(), nullable=True),
+        T.StructField("detail", T.StringType(), nullable=True),
+        T.StructField("line", T.StringType(), nullable=True),
+        # the row's day as YYYY-MM-DD, or UNDATED when its timestamp could not be read
+        T.StructField("date", T.StringType(), nullable=False),
+    ]
+)
+UNDATED = "undated"
