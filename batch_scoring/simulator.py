@@ -31,6 +31,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
 from batch_scoring.tables import (
     COMPONENTS,
     ERROR_IDS,
@@ -336,6 +337,7 @@ def write_source_file(df: DataFrame, table: SourceTable, out_dir: Path, gzip: bo
     sort_keys = [f.source for f in table.fields if f.name in table.key]
     ordered = to_source_layout(df, table).orderBy(*sort_keys)
     target = out_dir / f"{table.file_stems[0]}.csv{'.gz' if gzip else ''}"
+    _remove_other_files(out_dir, table, keep=target.name)
     staging = out_dir / f".{target.name}.{uuid.uuid4().hex}"
     try:
         (
@@ -361,3 +363,43 @@ def write_fleet(fleet: Fleet, out_dir: Path, gzip: bool = False) -> dict[str, Pa
         TELEMETRY: fleet.telemetry,
     }
     return {table.name: write_source_file(df, table, out_dir, gzip) for table, df in tables.items()}
+
+
+def _remove_other_files(out_dir: Path, table: SourceTable, keep: str) -> None:
+    """Drop an older file of the same table under another accepted name, which would make it ambiguous."""
+    for name in table.file_names:
+        if name != keep:
+            (out_dir / name).unlink(missing_ok=True)
+
+
+def simulate_like(
+    spark: SparkSession,
+    source_dir: Path,
+    out_dir: Path,
+    start: date | None,
+    days: int | None,
+    seed: int,
+    gzip: bool = False,
+) -> dict[str, Path]:
+    """Keep the real machines, errors, maintenance and failures of `source_dir`; simulate telemetry.
+
+    The four files are copied unchanged; telemetry drifts before each real failure. Without
+    `start` and `days`, telemetry covers the days from the first to the last failure or error.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, real = {}, {}
+    for table in (MACHINES, ERRORS, MAINTENANCE, FAILURES):
+        path = locate_source_file(source_dir, table)
+        checked = check_rows(numbered_lines(spark, path).lines, table, str(path), read_header(path))
+        real[table.name] = kept_rows(checked, table).localCheckpoint()
+        _remove_other_files(out_dir, table, keep=path.name)
+        shutil.copyfile(path, out_dir / path.name)
+        written[table.name] = out_dir / path.name
+    if start is None or days is None:
+        events = real["errors"].select("datetime").unionByName(real["failures"].select("datetime"))
+        first, last = events.agg(F.min(F.to_date("datetime")), F.max(F.to_date("datetime"))).first()
+        start = start or first
+        days = days or (last - start).days + 1
+    telemetry = simulate_telemetry(real["machines"], real["failures"], start, days, seed)
+    written[TELEMETRY.name] = write_source_file(telemetry, TELEMETRY, out_dir, gzip)
+    return written

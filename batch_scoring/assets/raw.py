@@ -1,0 +1,149 @@
+"""Ingest assets: the five input tables, typed and checked, with rejected rows quarantined."""
+
+
+from datetime import date
+
+import dagster as dg
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from batch_scoring.ingest import (
+    InputFileError,
+    check_rows,
+    kept_rows,
+    numbered_lines,
+    quarantined_rows,
+    read_header,
+)
+from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, table_value
+from batch_scoring.partitions import DAILY_PARTITIONS
+from batch_scoring.resources import InputFiles, SparkResource, Warehouse
+from batch_scoring.tables import (
+    ERRORS,
+    FAILURES,
+    MACHINES,
+    MAINTENANCE,
+    TELEMETRY,
+    UNDATED,
+    SourceTable,
+)
+
+GROUP = "raw"
+QUARANTINE_COUNTS_SCHEMA = dg.TableSchema(
+    columns=[dg.TableColumn("reason", "string"), dg.TableColumn("rows", "int")]
+)
+
+
+def quarantine_table(table: SourceTable) -> str:
+    """Warehouse name of a table's quarantine: `quarantine/<asset name>`."""
+    return f"quarantine/{table.asset}"
+
+
+def ingest(
+    context: dg.AssetExecutionContext,
+    table: SourceTable,
+    spark: SparkResource,
+    input_files: InputFiles,
+    warehouse: Warehouse,
+    known_machine_ids: DataFrame | None,
+) -> dg.Output[DataFrame]:
+    """Read one input table; write its rejected rows to quarantine and return the kept rows.
+
+    A daily-partitioned table keeps the rows dated in the run's partitions (one run can cover a
+    range); its quarantine is partitioned alike, with unreadable dates under `date=undated`.
+    """
+    path = input_files.locate(table)
+    header = read_header(path)
+    numbered = numbered_lines(spark.get_session(), path)
+    if table.requires_rows and numbered.line_count < 2:
+        raise InputFileError(f"{path} has a header but no {table.name} rows")
+    dates, partitions = None, None
+    if table.daily_partitioned:
+        window = context.partition_time_window
+        dates = (window.start.date(), window.end.date())
+        partitions = [*context.partition_keys, UNDATED]
+    checked = check_rows(numbered.lines, table, str(path), header, known_machine_ids, dates).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    by_reason = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
+    kept = by_reason.pop(None, 0)
+    quarantined = sum(by_reason.values())
+    store = warehouse.store()
+    store.write(quarantine_table(table), quarantined_rows(checked), partitions)
+    metadata: dict[str, object] = {
+        "source_file": dg.MetadataValue.path(str(path)),
+        "rows_read": dg.MetadataValue.int(kept + quarantined),
+        "rows_kept": dg.MetadataValue.int(kept),
+        "rows_quarantined": dg.MetadataValue.int(quarantined),
+        "quarantined_by_reason": table_value(
+            [{"reason": r, "rows": n} for r, n in sorted(by_reason.items())], QUARANTINE_COUNTS_SCHEMA
+        ),
+        "quarantine_path": dg.MetadataValue.path(str(store.path(quarantine_table(table)))),
+    }
+    if dates is not None:
+        if kept == 0:
+            raise dg.Failure(
+                description=(
+                    f"No {table.name} rows dated {dates[0]} to {dates[1]} (exclusive) in {path}: "
+                    f"{quarantined} rows of those days or undated were quarantined; nothing to ingest"
+                ),
+                metadata=metadata,
+            )
+        metadata["days_without_rows"] = dg.MetadataValue.json(_days_without_rows(checked, context.partition_keys))
+    return dg.Output(kept_rows(checked, table), metadata=metadata)
+
+
+def _days_without_rows(checked: DataFrame, partition_keys: list[str]) -> list[str]:
+    days = {
+        row["date"].isoformat()
+        for row in checked.where(F.col("reason").isNull()).select("date").distinct().collect()
+    }
+    return [key for key in partition_keys if key not in days]
+
+
+def _asset_args(table: SourceTable, description: str) -> dict[str, object]:
+    partitioned = table.daily_partitioned
+    return dict(
+        name=table.asset,
+        group_name=GROUP,
+        description=description,
+        kinds={"spark", "parquet"},
+        metadata={COLUMN_SCHEMA_KEY: column_schema(table.schema)},
+        partitions_def=DAILY_PARTITIONS if partitioned else None,
+        # a range of days is one run and one Spark session, reading the input file once
+        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
+    )
+
+
+@dg.asset(**_asset_args(MACHINES, "Machines of the fleet: model and age in years. Other tables may only name these."))
+def raw_machines(
+    context: dg.AssetExecutionContext, spark: SparkResource, input_files: InputFiles, warehouse: Warehouse
+) -> dg.Output[DataFrame]:
+    return ingest(context, MACHINES, spark, input_files, warehouse, known_machine_ids=None)
+
+
+def _machine_event_asset(table: SourceTable, description: str) -> dg.AssetsDefinition:
+    @dg.asset(**_asset_args(table, description))
+    def machine_events(
+        context: dg.AssetExecutionContext,
+        spark: SparkResource,
+        input_files: InputFiles,
+        warehouse: Warehouse,
+        raw_machines: DataFrame,
+    ) -> dg.Output[DataFrame]:
+        return ingest(context, table, spark, input_files, warehouse, raw_machines.select("machine_id"))
+
+    return machine_events
+
+
+raw_telemetry = _machine_event_asset(
+    TELEMETRY, "Hourly sensor readings (volt, rotate, pressure, vibration) per machine, one partition a day."
+)
+raw_errors = _machine_event_asset(ERRORS, "Error events logged by the machines (error1..error5).")
+raw_maintenance = _machine_event_asset(
+    MAINTENANCE, "Component replacements (comp1..comp4), scheduled or after a failure, with their history."
+)
+raw_failures = _machine_event_asset(FAILURES, "Component failures (comp1..comp4): the labels' source.")
+
+RAW_ASSETS = [raw_machines, raw_telemetry, raw_errors, raw_maintenance, raw_failures]

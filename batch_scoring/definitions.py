@@ -1,0 +1,45 @@
+"""The project's one Definitions object: every asset, resource, job, schedule and sensor."""
+
+
+import os
+
+import dagster as dg
+
+from batch_scoring.assets.raw import RAW_ASSETS
+from batch_scoring.resources import InputFiles, ParquetIOManager, SparkResource, Warehouse
+
+INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
+WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
+DEFAULT_INPUT_DIR = "data/input"
+DEFAULT_WAREHOUSE_DIR = "data/warehouse"
+
+
+def setting(env_name: str, default: str) -> str | dg.EnvVar:
+    """The environment variable when it is set (read at run time, shown by name in the UI), else the default."""
+    return dg.EnvVar(env_name) if env_name in os.environ else default
+
+
+def build_resources() -> dict[str, object]:
+    spark = SparkResource()
+    warehouse = Warehouse(root=setting(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR), spark=spark)
+    return {
+        "spark": spark,
+        "input_files": InputFiles(input_dir=setting(INPUT_DIR_ENV, DEFAULT_INPUT_DIR)),
+        "warehouse": warehouse,
+        "io_manager": ParquetIOManager(warehouse=warehouse),
+    }
+
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.groups("raw"),
+    description="Read the five input tables into the warehouse; for telemetry, the selected days.",
+)
+
+defs = dg.Definitions(
+    assets=RAW_ASSETS,
+    jobs=[ingest_job],
+    resources=build_resources(),
+    # one process per run, so one SparkSession serves every step of a run
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,220 @@
+"""Reading the input CSV files into typed rows, with every rejected row kept and explained.
+
+Pure Spark: no Dagster here. A file is read as numbered text lines and each line parsed against
+the table's header, so a rejected row can be reported with its file, line number, field and value.
+Each row is either kept or quarantined with a reason; none is dropped without a trace.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from batch_scoring.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
+
+# Spellings of one instant in public copies of the data set: 2015-01-03T07:00:00.000000,
+# 2015-01-03 07:00:00 and 1/3/2015 7:00:00 AM.
+TIMESTAMP_FORMATS = (
+    "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
+    "yyyy-MM-dd'T'HH:mm:ss",
+    "yyyy-MM-dd HH:mm:ss",
+    "yyyy-MM-dd HH:mm:ss.SSSSSS",
+    "M/d/yyyy h:mm:ss a",
+    "M/d/yyyy H:mm:ss",
+    "M/d/yyyy H:mm",
+)
+
+
+class InputFileError(ValueError):
+    """An input file is missing, empty, ambiguous or lacks a column: nothing can be read from it."""
+
+
+@dataclass(frozen=True)
+class NumberedLines:
+    lines: DataFrame  # line_number (1 = header), line
+    line_count: int
+
+
+def locate_source_file(input_dir: Path, table: SourceTable) -> Path:
+    """The one file holding `table` in `input_dir`, e.g. PdM_telemetry.csv or telemetry.csv.gz."""
+    found = [input_dir / name for name in table.file_names if (input_dir / name).is_file()]
+    looked_for = ", ".join(table.file_names)
+    if not found:
+        raise InputFileError(f"No {table.name} file in {input_dir}: looked for {looked_for}")
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise InputFileError(f"Several {table.name} files in {input_dir} ({names}): keep exactly one of {looked_for}")
+    return found[0]
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names on the first line of a CSV file, gzipped or not."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            first = handle.readline()
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise InputFileError(f"{path}: cannot be read as UTF-8 CSV ({error})") from error
+    if not first.strip():
+        raise InputFileError(f"{path} is empty: expected a header line")
+    return [name.strip() for name in next(csv.reader([first]))]
+
+
+def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
+    """Every line of a text file with its 1-based line number, computed in the JVM.
+
+    A file is read in blocks (one for a gzipped file); within a block, Spark keeps the file's
+    order, so a line's number is its position in its block plus the lines of earlier blocks.
+    """
+    text = spark.read.text(str(path)).select(
+        F.col("value").alias("line"),
+        F.col("_metadata.file_block_start").alias("block_start"),
+        F.monotonically_increasing_id().alias("row_id"),
+    )
+    blocks = sorted(
+        (row.block_start, row.first_row_id, row.lines)
+        for row in text.groupBy("block_start")
+        .agg(F.min("row_id").alias("first_row_id"), F.count("*").alias("lines"))
+        .collect()
+    )
+    offsets, lines_before = [], 0
+    for block_start, first_row_id, lines in blocks:
+        offsets.append((block_start, first_row_id, lines_before))
+        lines_before += lines
+    block_offsets = spark.createDataFrame(offsets, "block_start long, first_row_id long, lines_before long")
+    numbered = text.join(F.broadcast(block_offsets), "block_start").select(
+        (F.col("row_id") - F.col("first_row_id") + F.col("lines_before") + 1).alias("line_number"), "line"
+    )
+    return NumberedLines(numbered, lines_before)
+
+
+def _parsed_value(raw: Column, field: SourceField) -> Column:
+    if field.kind == "timestamp":
+        return F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+    if field.kind == "integer":
+        return raw.try_cast("int")
+    if field.kind == "double":
+        return raw.try_cast("double")
+    return raw
+
+
+_NOT_PARSED = {"timestamp": "bad_timestamp", "integer": "not_integer", "double": "not_numeric"}
+
+
+def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Column], extra: Column) -> Column:
+    """The first rule a row breaks, as struct(reason, field, detail), or null for a good row."""
+    rules: list[tuple[Column, str, str | None, Column]] = [
+        (F.trim(F.col("line")) == "", "blank_line", None, F.lit(None)),
+        (extra.isNotNull(), "extra_fields", None, F.lit("more fields than the header names")),
+    ]
+    for field in table.fields:
+        rules.append((raw[field.name].isNull() | (raw[field.name] == ""), "missing_field", field.source, F.lit(None)))
+    for field in table.fields:
+        given, parsed = raw[field.name], value[field.name]
+        if field.kind in _NOT_PARSED:
+            rules.append((parsed.isNull(), _NOT_PARSED[field.kind], field.source, given))
+        if field.kind == "double":
+            rules.append((F.isnan(parsed) | (F.abs(parsed) == float("inf")), "not_finite", field.source, given))
+        if field.minimum is not None:
+            rules.append((parsed < field.minimum, "out_of_range", field.source, given))
+        if field.allowed is not None:
+            rules.append((~given.isin(*field.allowed), field.unknown_reason, field.source, given))
+    problem = F.lit(None)
+    for condition, reason, field_name, detail in reversed(rules):
+        found = F.struct(F.lit(reason).alias("reason"), F.lit(field_name).alias("field"), detail.cast("string").alias("detail"))
+        problem = F.when(condition, found).otherwise(problem)
+    return problem
+
+
+def check_rows(
+    lines: DataFrame,
+    table: SourceTable,
+    source_file: str,
+    header: list[str],
+    known_machine_ids: DataFrame | None = None,
+    dates: tuple[date, date] | None = None,
+) -> DataFrame:
+    """Parse and check the data lines of one file.
+
+    Returns the table's columns plus `date`, `line_number`, `line`, `source_file` and the first
+    problem found (`reason`, `field`, `detail`; null for a kept row). With `dates` = [first, end),
+    only rows dated in that range, and rows whose date cannot be read, are returned.
+    With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
+    Of rows sharing the table's key, the first in the file is kept and the others quarantined.
+    """
+    positions = {name.lower(): i for i, name in enumerate(header)}
+    missing = [f.source for f in table.fields if f.source.lower() not in positions]
+    if missing:
+        raise InputFileError(
+            f"{source_file}: no column {', '.join(missing)} in the header (found: {', '.join(header)})"
+        )
+    # one column more than the header names, to catch lines with extra fields
+    ddl = ", ".join(f"c{i} STRING" for i in range(len(header) + 1))
+    fields = F.from_csv(F.col("line"), ddl)
+    parsed = lines.where(F.col("line_number") > 1).withColumn("fields", fields)
+    raw = {f.name: F.trim(F.col(f"fields.c{positions[f.source.lower()]}")) for f in table.fields}
+    value = {f.name: _parsed_value(raw[f.name], f) for f in table.fields}
+    problem = _problems(table, raw, value, F.col(f"fields.c{len(header)}"))
+    checked = parsed.select(
+        *[value[f.name].cast(f.spark_type).alias(f.name) for f in table.fields],
+        "line_number",
+        "line",
+        problem.alias("problem"),
+    )
+    if dates is not None:
+        # rows of other days belong to other partitions; rows without a readable day stay here
+        first, end = dates
+        day = F.to_date(F.col("datetime"))
+        checked = checked.where(day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end))))
+    if table.daily_partitioned:
+        checked = checked.withColumn("date", F.to_date(F.col("datetime")))
+    if known_machine_ids is not None:
+        known = F.broadcast(known_machine_ids.select("machine_id", F.lit(True).alias("known_machine")))
+        unknown = F.struct(
+            F.lit("unknown_machine").alias("reason"),
+            F.lit("machineID").alias("field"),
+            F.col("machine_id").cast("string").alias("detail"),
+        )
+        checked = checked.join(known, "machine_id", "left").withColumn(
+            "problem",
+            F.when(F.col("problem").isNull() & F.col("known_machine").isNull(), unknown).otherwise(F.col("problem")),
+        )
+    first_line = F.min("line_number").over(Window.partitionBy(F.col("problem").isNull(), *table.key))
+    duplicate = F.struct(
+        F.lit("duplicate").alias("reason"),
+        F.lit(None).cast("string").alias("field"),
+        F.concat(F.lit("same key as line "), first_line.cast("string")).alias("detail"),
+    )
+    checked = checked.withColumn(
+        "problem",
+        F.when(F.col("problem").isNull() & (F.col("line_number") != first_line), duplicate).otherwise(F.col("problem")),
+    )
+    return checked.select(
+        *table.column_names,
+        "line_number",
+        "line",
+        F.lit(source_file).alias("source_file"),
+        F.col("problem.reason").alias("reason"),
+        F.col("problem.field").alias("field"),
+        F.col("problem.detail").alias("detail"),
+    )
+
+
+def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
+    return checked.where(F.col("reason").isNull()).select(*table.column_names)
+
+
+def quarantined_rows(checked: DataFrame) -> DataFrame:
+    """Rejected rows in the quarantine layout; `date` is the row's day, or `undated`."""
+    day = F.lit(UNDATED)
+    if "datetime" in checked.columns:
+        day = F.coalesce(F.date_format(F.col("datetime"), "yyyy-MM-dd"), day)
+    return checked.where(F.col("reason").isNotNull()).select(
+        *[F.col(f.name) if f.name != "date" else day.alias("date") for f in QUARANTINE_SCHEMA.fields]
+    )

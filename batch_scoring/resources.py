@@ -1,0 +1,86 @@
+"""Dagster resources: the Spark session, the input folder and the warehouse, and the Parquet IO manager."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from batch_scoring.ingest import locate_source_file
+from batch_scoring.metadata import COLUMN_SCHEMA_KEY, spark_schema, table_metadata
+from batch_scoring.spark import build_spark_session
+from batch_scoring.storage import TableStore
+from batch_scoring.tables import SourceTable
+
+
+class SparkResource(dg.ConfigurableResource):
+    """The process's SparkSession. Local by default; point `master` at a cluster to scale out."""
+
+    master: str = Field(default="local[*]", description="Spark master URL, e.g. local[*] or spark://host:7077.")
+    shuffle_partitions: int = Field(default=8, description="spark.sql.shuffle.partitions; a few per core.")
+    driver_memory: str = Field(default="4g", description="Driver JVM heap; applies when the JVM starts.")
+    ui_enabled: bool = Field(default=False, description="Serve the Spark UI while a run is going.")
+    conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings.")
+
+    def get_session(self) -> SparkSession:
+        return build_spark_session(
+            master=self.master,
+            shuffle_partitions=self.shuffle_partitions,
+            driver_memory=self.driver_memory,
+            ui_enabled=self.ui_enabled,
+            conf=self.conf,
+        )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.catalog.clearCache()  # what a run cached does not outlive it
+
+
+class InputFiles(dg.ConfigurableResource):
+    """The folder holding the five input tables (`PdM_<name>.csv` or `<name>.csv`, maybe gzipped)."""
+
+    input_dir: str = Field(description="Folder of the input CSV files (BATCH_SCORING_INPUT_DIR).")
+
+    def locate(self, table: SourceTable) -> Path:
+        return locate_source_file(Path(self.input_dir), table)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Where every table is written: `<root>/<asset name>/`, daily partitions under `date=YYYY-MM-DD/`."""
+
+    root: str = Field(description="Warehouse folder (BATCH_SCORING_WAREHOUSE_DIR).")
+    spark: SparkResource
+
+    def store(self) -> TableStore:
+        return TableStore(self.spark.get_session(), Path(self.root))
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Stores Spark DataFrames as Parquet tables in the warehouse, one partition replaced at a time.
+
+    An asset's Spark schema comes from its `dagster/column_schema` metadata, so tables are read
+    with an explicit schema and a write whose columns differ from the declared ones fails.
+    """
+
+    warehouse: Warehouse
+
+    def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
+        name = context.asset_key.path[-1]
+        declared = spark_schema(context.definition_metadata[COLUMN_SCHEMA_KEY])
+        if obj.columns != declared.fieldNames():
+            raise ValueError(f"{name}: columns {obj.columns} differ from the declared {declared.fieldNames()}")
+        partitions = context.asset_partition_keys if context.has_asset_partitions else None
+        store = self.warehouse.store()
+        store.write(name, obj, partitions)
+        written = store.read(name, declared, partitions)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(store.path(name))), **table_metadata(written)})
+
+    def load_input(self, context: dg.InputContext) -> DataFrame:
+        upstream = context.upstream_output
+        name = upstream.asset_key.path[-1]
+        schema: T.StructType = spark_schema(upstream.definition_metadata[COLUMN_SCHEMA_KEY])
+        partitions = context.asset_partition_keys if context.has_asset_partitions else None
+        return self.warehouse.store().read(name, schema, partitions)
