@@ -1,0 +1,218 @@
+"""Reading the input files: every accepted layout, every kind of bad row, every unreadable file."""
+
+import gzip
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from batch_scoring.ingest import (
+    InputFileError,
+    check_rows,
+    kept_rows,
+    locate_source_file,
+    numbered_lines,
+    quarantined_rows,
+    read_header,
+)
+from batch_scoring.tables import ERRORS, MACHINES, MAINTENANCE, TELEMETRY, UNDATED
+
+
+def write_file(folder: Path, name: str, lines: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    text = "\n".join(lines) + "\n"
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def checked(spark, folder: Path, table, known=None, dates=None):
+    path = locate_source_file(folder, table)
+    lines = numbered_lines(spark, path).lines
+    return check_rows(lines, table, str(path), read_header(path), known, dates)
+
+
+def known_machines(spark, *ids):
+    return spark.createDataFrame([(i,) for i in ids], "machine_id int")
+
+
+TELEMETRY_HEADER = "datetime,machineID,volt,rotate,pressure,vibration"
+
+
+@pytest.mark.parametrize(
+    "name,lines",
+    [
+        ("PdM_telemetry.csv", ["2015-01-03T07:00:00.000000,1,170.5,450.25,100.0,40.125"]),
+        ("telemetry.csv", ["2015-01-03 07:00:00,1,170.5,450.25,100.0,40.125"]),
+        ("PdM_telemetry.csv.gz", ['"1/3/2015 7:00:00 AM","1","170.5","450.25","100.0","40.125"']),
+        ("telemetry.csv.gz", ["1/3/2015 7:00:00 AM,1,170.5,450.25,100,40.125"]),
+    ],
+)
+def test_every_file_name_compression_quoting_and_timestamp_spelling_reads_the_same_row(spark, tmp_path, name, lines):
+    write_file(tmp_path, name, [TELEMETRY_HEADER, *lines])
+    rows = kept_rows(checked(spark, tmp_path, TELEMETRY), TELEMETRY).collect()
+    assert [r.asDict() for r in rows] == [
+        dict(
+            datetime=datetime(2015, 1, 3, 7),
+            machine_id=1,
+            volt=170.5,
+            rotate=450.25,
+            pressure=100.0,
+            vibration=40.125,
+            date=date(2015, 1, 3),
+        )
+    ]
+
+
+@pytest.mark.parametrize("name", ["PdM_maint.csv", "maint.csv", "maintenance.csv.gz", "PdM_maintenance.csv"])
+def test_maintenance_is_found_under_each_of_its_names(spark, tmp_path, name):
+    write_file(tmp_path, name, ["datetime,machineID,comp", "2014-06-01 06:00:00,1,comp2"])
+    rows = kept_rows(checked(spark, tmp_path, MAINTENANCE), MAINTENANCE).collect()
+    assert [(r.machine_id, r.comp, r.datetime) for r in rows] == [(1, "comp2", datetime(2014, 6, 1, 6))]
+
+
+def test_header_columns_are_matched_by_name_in_any_order_and_case(spark, tmp_path):
+    write_file(tmp_path, "errors.csv", ["ErrorID,MachineID,DateTime", "error3,2,2015-02-01 10:00:00"])
+    rows = kept_rows(checked(spark, tmp_path, ERRORS), ERRORS).collect()
+    assert [(r.machine_id, r.error_id, r.datetime) for r in rows] == [(2, "error3", datetime(2015, 2, 1, 10))]
+
+
+def test_each_kind_of_bad_row_is_quarantined_with_line_field_and_reason(spark, tmp_path):
+    path = write_file(
+        tmp_path,
+        "PdM_telemetry.csv",
+        [
+            TELEMETRY_HEADER,
+            "2015-01-03 07:00:00,1,170,450,100,40",  # 2: kept
+            "2015-13-45 07:00:00,1,170,450,100,40",  # 3: bad timestamp
+            "2015-01-03 08:00:00,1,abc,450,100,40",  # 4: non-numeric sensor
+            "2015-01-03 09:00:00,1,,450,100,40",  # 5: missing sensor
+            "2015-01-03 10:00:00,99,170,450,100,40",  # 6: unknown machine
+            "2015-01-03 07:00:00,1,170,450,100,40",  # 7: duplicate of line 2
+            "2015-01-03 11:00:00,x,170,450,100,40",  # 8: machine id not an integer
+            "2015-01-03 12:00:00,1,NaN,450,100,40",  # 9: not finite
+            "",  # 10: blank line
+            "2015-01-03 13:00:00,1,170,450,100,40,7",  # 11: extra field
+            "2015-01-03 14:00:00,1,170,45",  # 12: truncated line
+        ],
+    )
+    result = checked(spark, tmp_path, TELEMETRY, known=known_machines(spark, 1))
+    quarantine = {r.line_number: r for r in quarantined_rows(result).collect()}
+    found = {n: (r.reason, r.field, r.detail) for n, r in quarantine.items()}
+    assert found == {
+        3: ("bad_timestamp", "datetime", "2015-13-45 07:00:00"),
+        4: ("not_numeric", "volt", "abc"),
+        5: ("missing_field", "volt", None),
+        6: ("unknown_machine", "machineID", "99"),
+        7: ("duplicate", None, "same key as line 2"),
+        8: ("not_integer", "machineID", "x"),
+        9: ("not_finite", "volt", "NaN"),
+        10: ("blank_line", None, None),
+        11: ("extra_fields", None, "more fields than the header names"),
+        12: ("missing_field", "pressure", None),
+    }
+    assert {r.source_file for r in quarantine.values()} == {str(path)}
+    assert quarantine[3].date == UNDATED and quarantine[4].date == "2015-01-03"
+    assert quarantine[4].line == "2015-01-03 08:00:00,1,abc,450,100,40"
+    assert kept_rows(result, TELEMETRY).count() == 1
+
+
+def test_unknown_component_error_id_and_negative_age_are_quarantined(spark, tmp_path):
+    write_file(tmp_path, "maint.csv", ["datetime,machineID,comp", "2015-01-01 06:00:00,1,comp9"])
+    write_file(tmp_path, "errors.csv", ["datetime,machineID,errorID", "2015-01-01 06:00:00,1,error0"])
+    write_file(tmp_path, "machines.csv", ["machineID,model,age", "1,model3,-2", "2,model1,4"])
+    reasons = {
+        table.name: [(r.reason, r.field, r.detail) for r in quarantined_rows(checked(spark, tmp_path, table)).collect()]
+        for table in (MAINTENANCE, ERRORS, MACHINES)
+    }
+    assert reasons == {
+        "maintenance": [("unknown_component", "comp", "comp9")],
+        "errors": [("unknown_error_id", "errorID", "error0")],
+        "machines": [("out_of_range", "age", "-2")],
+    }
+
+
+def test_rows_read_equal_rows_kept_plus_rows_quarantined(spark, tmp_path):
+    # 60 distinct keys; volt is "x" where i % 7 == 0 (9 rows), machine 4 (unknown) where i % 4 == 3 (15 rows)
+    lines = [TELEMETRY_HEADER] + [
+        f"2015-01-0{1 + i // 24} {i % 24:02d}:00:00,{1 + i % 4},{'x' if i % 7 == 0 else 170},450,100,40" for i in range(60)
+    ]
+    write_file(tmp_path, "telemetry.csv", lines)
+    result = checked(spark, tmp_path, TELEMETRY, known=known_machines(spark, 1, 2, 3))
+    kept, quarantined = kept_rows(result, TELEMETRY).count(), quarantined_rows(result).count()
+    assert kept + quarantined == 60
+    assert quarantined == 9 + 15 - 2  # i = 7 and 35 are both, and count once
+
+
+def test_a_range_of_days_keeps_its_rows_and_the_undated_ones(spark, tmp_path):
+    write_file(
+        tmp_path,
+        "telemetry.csv",
+        [
+            TELEMETRY_HEADER,
+            "2015-01-01 23:00:00,1,170,450,100,40",
+            "2015-01-02 00:00:00,1,170,450,100,40",
+            "2015-01-02 23:00:00,1,x,450,100,40",
+            "2015-01-03 00:00:00,1,170,450,100,40",
+            "not a time,1,170,450,100,40",
+        ],
+    )
+    result = checked(spark, tmp_path, TELEMETRY, dates=(date(2015, 1, 2), date(2015, 1, 3)))
+    assert [r.datetime for r in kept_rows(result, TELEMETRY).collect()] == [datetime(2015, 1, 2)]
+    assert sorted((r.line_number, r.date) for r in quarantined_rows(result).collect()) == [
+        (4, "2015-01-02"),
+        (6, UNDATED),
+    ]
+
+
+def test_line_numbers_stay_exact_when_spark_splits_a_file_into_blocks(spark, tmp_path):
+    bad_lines = {1234, 20_000, 29_999}
+    lines = [TELEMETRY_HEADER] + [
+        f"2015-01-01 00:00:00,{n},{'bad' if n in bad_lines else 170},450,100,40" for n in range(2, 30_002)
+    ]
+    path = write_file(tmp_path, "telemetry.csv", lines)
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "64k")
+    try:
+        numbered = numbered_lines(spark, path)
+        assert numbered.lines.rdd.getNumPartitions() > 10
+        assert numbered.line_count == len(lines)
+        result = check_rows(numbered.lines, TELEMETRY, str(path), read_header(path))
+        found = {(r.line_number, r.detail) for r in quarantined_rows(result).collect()}
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    # machine id n sits on line n, so a quarantined row's line number must equal its machine id
+    assert found == {(n, "bad") for n in bad_lines}
+
+
+def test_missing_file_names_the_folder_and_every_name_looked_for(tmp_path):
+    with pytest.raises(InputFileError) as error:
+        locate_source_file(tmp_path, MAINTENANCE)
+    message = str(error.value)
+    assert str(tmp_path) in message
+    for name in ("PdM_maint.csv", "maint.csv.gz", "PdM_maintenance.csv", "maintenance.csv.gz"):
+        assert name in message
+
+
+def test_two_files_for_one_table_is_an_error_naming_both(tmp_path):
+    write_file(tmp_path, "PdM_errors.csv", ["datetime,machineID,errorID"])
+    write_file(tmp_path, "errors.csv.gz", ["datetime,machineID,errorID"])
+    with pytest.raises(InputFileError, match=r"Several errors files .*PdM_errors\.csv, errors\.csv\.gz"):
+        locate_source_file(tmp_path, ERRORS)
+
+
+def test_empty_file_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "PdM_machines.csv"
+    path.write_text("")
+    with pytest.raises(InputFileError, match=f"{path} is empty"):
+        read_header(path)
+
+
+def test_missing_column_is_an_error_naming_file_and_field(spark, tmp_path):
+    path = write_file(tmp_path, "telemetry.csv", ["datetime,machineID,volt,rotate,vibration", "x,1,2,3,4"])
+    with pytest.raises(InputFileError, match=rf"{path}: no column pressure in the header"):
+        checked(spark, tmp_path, TELEMETRY)
