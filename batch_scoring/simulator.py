@@ -334,7 +334,8 @@ def to_source_layout(df: DataFrame, table: SourceTable) -> DataFrame:
 
 def write_source_file(df: DataFrame, table: SourceTable, out_dir: Path, gzip: bool) -> Path:
     """Write one table as a single `PdM_<name>.csv[.gz]` file, ordered by its key, atomically."""
-    sort_keys = [f.source for f in table.fields if f.name in table.key]
+    source_names = {f.name: f.source for f in table.fields}
+    sort_keys = [source_names[name] for name in table.key]
     ordered = to_source_layout(df, table).orderBy(*sort_keys)
     target = out_dir / f"{table.file_stems[0]}.csv{'.gz' if gzip else ''}"
     _remove_other_files(out_dir, table, keep=target.name)

@@ -1,0 +1,147 @@
+"""The fleet simulator: reproducible, in the public layout, calibrated, with learnable precursors."""
+
+import filecmp
+from datetime import date, datetime, timedelta
+
+import pytest
+from pyspark.sql import functions as F
+
+from batch_scoring.__main__ import main
+from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
+from batch_scoring.simulator import (
+    PRECURSOR_ERRORS,
+    PRECURSOR_SENSOR,
+    SENSOR_MEAN,
+    SENSOR_SPREAD,
+    simulate_events,
+    simulate_fleet,
+    simulate_like,
+    simulate_machines,
+)
+from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE_TABLES, TELEMETRY
+
+FILES = ["PdM_machines.csv", "PdM_telemetry.csv", "PdM_errors.csv", "PdM_maint.csv", "PdM_failures.csv"]
+
+
+def read_table(spark, folder, table):
+    path = locate_source_file(folder, table)
+    checked = check_rows(numbered_lines(spark, path).lines, table, str(path), read_header(path))
+    assert checked.where(F.col("reason").isNotNull()).count() == 0, f"{path} has rows the ingest rejects"
+    return kept_rows(checked, table)
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_path, gzip):
+    args = ["simulate", "--machines", "4", "--days", "3", "--start", "2016-03-01"] + (["--gzip"] if gzip else [])
+    for folder, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert main([*args, "--seed", seed, "--out", str(tmp_path / folder)]) == 0
+    names = [f + (".gz" if gzip else "") for f in FILES]
+    same, different, missing = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", names, shallow=False)
+    assert sorted(same) == sorted(names)
+    same, different, missing = filecmp.cmpfiles(tmp_path / "a", tmp_path / "c", names, shallow=False)
+    assert "PdM_telemetry.csv" + (".gz" if gzip else "") in different
+
+
+def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, small_fleet_dir):
+    header, first_row = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[:2]
+    assert header == "datetime,machineID,volt,rotate,pressure,vibration"
+    assert first_row.startswith("2015-01-01 00:00:00,1,")
+    telemetry = read_table(spark, small_fleet_dir, TELEMETRY)
+    assert telemetry.count() == 6 * 12 * 24
+    span = telemetry.agg(F.min("datetime"), F.max("datetime")).first()
+    assert tuple(span) == (datetime(2015, 1, 1), datetime(2015, 1, 12, 23))
+    for table in SOURCE_TABLES:
+        read_table(spark, small_fleet_dir, table)  # asserts nothing is rejected
+    maintenance = read_table(spark, small_fleet_dir, MAINTENANCE)
+    assert maintenance.agg(F.min("datetime")).first()[0] < datetime(2014, 9, 1), "replacements reach back before the start"
+
+
+def test_telemetry_file_is_ordered_by_machine_then_time(small_fleet_dir):
+    lines = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[1:]
+    keys = [(int(line.split(",")[1]), line.split(",")[0]) for line in lines]
+    assert keys == sorted(keys)
+
+
+@pytest.fixture(scope="module")
+def busy_fleet(spark):
+    """40 machines over 90 days: about 75 failures to look at."""
+    fleet = simulate_fleet(spark, machines=40, start=date(2015, 1, 1), days=90, seed=3)
+    return fleet.telemetry.cache(), fleet.failures.cache(), fleet.errors.cache()
+
+
+def test_the_failing_component_s_sensor_drifts_in_the_day_before_a_failure(busy_fleet):
+    telemetry, failures, _ = busy_fleet
+    assert failures.count() > 40
+    for comp, (sensor, sign) in PRECURSOR_SENSOR.items():
+        before = (
+            failures.where(F.col("failure") == comp)
+            .withColumnRenamed("datetime", "failed_at")
+            .join(telemetry, "machine_id")
+            .where((F.col("datetime") < F.col("failed_at")) & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 24 HOURS")))
+        )
+        shift = (before.agg(F.avg(sensor)).first()[0] - SENSOR_MEAN[sensor]) / (SENSOR_MEAN[sensor] * SENSOR_SPREAD)
+        assert sign * shift > 0.5, f"{sensor} before {comp} failures moved by {shift:.2f} spreads"
+    quiet = telemetry.join(failures.select("machine_id").distinct(), "machine_id", "left_anti")
+    for sensor in SENSOR_MEAN:
+        shift = (quiet.agg(F.avg(sensor)).first()[0] - SENSOR_MEAN[sensor]) / (SENSOR_MEAN[sensor] * SENSOR_SPREAD)
+        assert abs(shift) < 0.2, f"{sensor} of machines that never fail is off by {shift:.2f} spreads"
+
+
+def share_of_failures_with_precursor_errors(failures, errors):
+    """Share of failures preceded within 48 h by an error typical of the failing component."""
+    typical = failures.sparkSession.createDataFrame(
+        [(c, e) for c, es in PRECURSOR_ERRORS.items() for e in es], "failure string, error_id string"
+    )
+    flagged = (
+        failures.withColumnRenamed("datetime", "failed_at")
+        .join(typical, "failure")
+        .join(errors, ["machine_id", "error_id"])
+        .where((F.col("datetime") <= F.col("failed_at")) & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 48 HOURS")))
+        .select("machine_id", "failed_at", "failure")
+        .distinct()
+        .count()
+    )
+    return flagged / failures.count()
+
+
+def test_failures_are_preceded_by_their_component_s_errors(busy_fleet):
+    _, failures, errors = busy_fleet
+    assert share_of_failures_with_precursor_errors(failures, errors) > 0.85
+
+
+def rates_per_machine_year(machines, failures, errors, maintenance, first, end):
+    """Failures, errors and replacements per machine-year within [first, end)."""
+    machine_years = machines.count() * (end - first).days / 365.0
+
+    def in_period(df):
+        return df.where((F.col("datetime") >= F.lit(first)) & (F.col("datetime") < F.lit(end))).count() / machine_years
+
+    return {"failures": in_period(failures), "errors": in_period(errors), "replacements": in_period(maintenance)}
+
+
+def test_simulated_rates_match_the_real_tables(spark, real_data_dir):
+    year = (date(2015, 1, 1), date(2016, 1, 1))
+    real = {t.name: read_table(spark, real_data_dir, t) for t in (MACHINES, FAILURES, ERRORS, MAINTENANCE)}
+    real_rates = rates_per_machine_year(real["machines"], real["failures"], real["errors"], real["maintenance"], *year)
+    machines = simulate_machines(spark, 300, seed=11)
+    maintenance, failures, errors = simulate_events(machines, year[0], 365, seed=11)
+    simulated = rates_per_machine_year(machines, failures, errors, maintenance, *year)
+    for name, value in real_rates.items():
+        assert simulated[name] == pytest.approx(value, rel=0.12), f"{name}: simulated {simulated[name]:.2f}, real {value:.2f}"
+    real_share = share_of_failures_with_precursor_errors(real["failures"], real["errors"])
+    assert share_of_failures_with_precursor_errors(failures, errors) == pytest.approx(real_share, abs=0.08)
+
+
+def test_like_mode_keeps_the_real_tables_and_simulates_telemetry_before_real_failures(spark, real_data_dir, tmp_path):
+    written = simulate_like(spark, real_data_dir, tmp_path, start=date(2015, 1, 1), days=10, seed=0)
+    for table in (MACHINES, ERRORS, MAINTENANCE, FAILURES):
+        assert filecmp.cmp(written[table.name], locate_source_file(real_data_dir, table), shallow=False)
+    telemetry = read_table(spark, tmp_path, TELEMETRY)
+    assert telemetry.count() == 100 * 10 * 24
+    # the real data set's first failure: machine 1, comp4, 2015-01-05 06:00; comp4 drives vibration up
+    failed_at = datetime(2015, 1, 5, 6)
+    day_before = telemetry.where(
+        (F.col("machine_id") == 1) & F.col("datetime").between(failed_at - timedelta(hours=24), failed_at - timedelta(hours=1))
+    )
+    shift = (day_before.agg(F.avg("vibration")).first()[0] - SENSOR_MEAN["vibration"]) / (SENSOR_MEAN["vibration"] * SENSOR_SPREAD)
+    assert shift > 0.5
