@@ -11,22 +11,16 @@ from batch_scoring.definitions import (
     DEFAULT_WAREHOUSE_DIR,
     INPUT_DIR_ENV,
     WAREHOUSE_DIR_ENV,
-    defs,
+    build_definitions,
 )
 from batch_scoring.ingest import InputFileError, locate_source_file
+from batch_scoring.partitions import partition_range_tags
 from batch_scoring.tables import TELEMETRY
 
 
 def _instance() -> dg.DagsterInstance:
     """The instance at DAGSTER_HOME, so `dagster dev` shows the runs afterwards; else a throwaway one."""
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-
-
-def _range_tags(first: date, last: date) -> dict[str, str]:
-    return {
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
 
 
 def run_quickstart(machines: int, start: date, days: int) -> None:
@@ -46,7 +40,7 @@ def run_quickstart(machines: int, start: date, days: int) -> None:
     first, last = start, start + timedelta(days=days - 1)
     instance = _instance()
     print(f"Ingesting {first} .. {last} into {warehouse_dir} ...")
-    result = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance, tags=_range_tags(first, last))
+    result = build_definitions().resolve_job_def("ingest_job").execute_in_process(instance=instance, tags=partition_range_tags(first.isoformat(), last.isoformat()))
     print()
     print(f"{'table':16} {'kept':>10} {'quarantined':>12}  path")
     # a run over a range of days records one materialization per day, all with the run's figures

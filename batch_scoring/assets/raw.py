@@ -1,7 +1,6 @@
 """Ingest assets: the five input tables, typed and checked, with rejected rows quarantined."""
 
 
-from datetime import date
 
 import dagster as dg
 from pyspark import StorageLevel
@@ -17,7 +16,7 @@ from batch_scoring.ingest import (
     read_header,
 )
 from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, table_value
-from batch_scoring.partitions import DAILY_PARTITIONS
+from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 from batch_scoring.resources import InputFiles, SparkResource, Warehouse
 from batch_scoring.tables import (
     ERRORS,
@@ -111,8 +110,7 @@ def _asset_args(table: SourceTable, description: str) -> dict[str, object]:
         kinds={"spark", "parquet"},
         metadata={COLUMN_SCHEMA_KEY: column_schema(table.schema)},
         partitions_def=DAILY_PARTITIONS if partitioned else None,
-        # a range of days is one run and one Spark session, reading the input file once
-        backfill_policy=dg.BackfillPolicy.single_run() if partitioned else None,
+        backfill_policy=SPARK_BACKFILL_POLICY if partitioned else None,
     )
 
 

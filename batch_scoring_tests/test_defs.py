@@ -1,0 +1,38 @@
+"""The code location: one Definitions object that loads cleanly and is configured from the environment."""
+
+import importlib
+import warnings
+
+import dagster as dg
+
+import batch_scoring.definitions
+
+
+def test_definitions_load_without_warnings_and_hold_the_raw_assets():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module = importlib.reload(batch_scoring.definitions)
+    defs = module.defs
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "raw_failures"} <= keys
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.description, f"{key} has no description"
+        assert node.group_name == "raw"
+    assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def is not None
+    assert defs.resolve_job_def("ingest_job") is not None
+
+
+def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("BATCH_SCORING_INPUT_DIR", str(tmp_path / "in"))
+    monkeypatch.setenv("BATCH_SCORING_WAREHOUSE_DIR", str(tmp_path / "wh"))
+    resources = importlib.reload(batch_scoring.definitions).build_resources()
+    assert resources["input_files"].input_dir == dg.EnvVar("BATCH_SCORING_INPUT_DIR")
+    assert resources["warehouse"].root == dg.EnvVar("BATCH_SCORING_WAREHOUSE_DIR")
+    monkeypatch.delenv("BATCH_SCORING_INPUT_DIR")
+    monkeypatch.delenv("BATCH_SCORING_WAREHOUSE_DIR")
+    resources = importlib.reload(batch_scoring.definitions).build_resources()
+    assert resources["input_files"].input_dir == "data/input"
+    assert resources["warehouse"].root == "data/warehouse"

@@ -1,0 +1,96 @@
+"""The ingest assets materialized with real Dagster and real Spark."""
+
+import shutil
+
+import dagster as dg
+import pytest
+
+from batch_scoring.assets.raw import RAW_ASSETS, raw_telemetry
+from batch_scoring.partitions import partition_range_tags
+from batch_scoring.storage import TableStore
+from batch_scoring.tables import QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring_tests.conftest import dagster_resources
+
+FIRST, LAST = "2015-01-01", "2015-01-12"
+
+
+def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, **kwargs):
+    return dg.materialize(
+        RAW_ASSETS, resources=dagster_resources(input_dir, warehouse_dir), raise_on_error=raise_on_error, **kwargs
+    )
+
+
+def latest_metadata(result, asset_name):
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
+    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
+
+
+def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path):
+    result = materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+    assert result.success
+    store = TableStore(spark, tmp_path)
+    assert store.existing_partitions("raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
+    telemetry = store.read("raw_telemetry", TELEMETRY.schema)
+    assert telemetry.count() == 6 * 12 * 24
+    meta = latest_metadata(result, "raw_telemetry")
+    assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1728, 1728, 0)
+    assert meta["dagster/row_count"] == 1728 and meta["machines"] == 6
+    assert meta["first_timestamp"] == "2015-01-01 00:00:00" and meta["last_timestamp"] == "2015-01-12 23:00:00"
+    assert [c.name for c in meta["dagster/column_schema"].columns] == TELEMETRY.column_names
+    assert len(meta["preview"].records) == 5
+    assert latest_metadata(result, "raw_machines")["dagster/row_count"] == 6
+    # one materialization per day of the range, all from the one run
+    partitions = {e.partition for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "raw_telemetry"}
+    assert len(partitions) == 12
+
+
+def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, tmp_path):
+    input_dir = tmp_path / "input"
+    shutil.copytree(small_fleet_dir, input_dir)
+    with open(input_dir / "PdM_telemetry.csv", "a") as telemetry:
+        telemetry.write("2015-01-02 05:00:00,1,oops,450,100,40\n")  # non-numeric
+        telemetry.write("2015-01-02 05:00:00,77,170,450,100,40\n")  # unknown machine
+        telemetry.write("yesterday,1,170,450,100,40\n")  # no readable date
+    with open(input_dir / "PdM_errors.csv", "a") as errors:
+        errors.write("2015-01-02 05:00:00,1,error42\n")
+    result = materialize_raw(input_dir, tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))
+    meta = latest_metadata(result, "raw_telemetry")
+    assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
+    reasons = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
+    assert reasons == {"bad_timestamp": 1, "not_numeric": 1, "unknown_machine": 1}
+    store = TableStore(spark, tmp_path / "warehouse")
+    quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA).collect()
+    last_line = 1 + 1728
+    assert sorted((r.line_number, r.reason, r.date) for r in quarantine) == [
+        (last_line + 1, "not_numeric", "2015-01-02"),
+        (last_line + 2, "unknown_machine", "2015-01-02"),
+        (last_line + 3, "bad_timestamp", "undated"),
+    ]
+    assert latest_metadata(result, "raw_errors")["rows_quarantined"] == 1
+
+
+def test_rerunning_a_day_replaces_it_without_duplicates(spark, small_fleet_dir, tmp_path):
+    materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+    for _ in range(2):  # raw_machines is loaded from the warehouse, as the first run left it
+        result = materialize_raw(small_fleet_dir, tmp_path, partition_key="2015-01-03", selection=[raw_telemetry])
+        assert result.success
+    telemetry = TableStore(spark, tmp_path).read("raw_telemetry", TELEMETRY.schema)
+    assert telemetry.count() == 6 * 12 * 24
+    assert telemetry.groupBy("machine_id", "datetime").count().where("count > 1").count() == 0
+
+
+def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir, tmp_path):
+    materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+    result = materialize_raw(
+        small_fleet_dir, tmp_path, raise_on_error=False, partition_key="2015-02-01", selection=[raw_telemetry]
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("raw_telemetry")
+    assert "No telemetry rows dated 2015-02-01 to 2015-02-02 (exclusive)" in failure.user_failure_data.description
+    assert not (tmp_path / "raw_telemetry" / "date=2015-02-01").exists()
+
+
+def test_a_missing_input_file_fails_the_run_naming_folder_and_file_names(tmp_path):
+    (tmp_path / "input").mkdir()
+    with pytest.raises(Exception, match=r"No machines file in .*input: looked for PdM_machines\.csv"):
+        materialize_raw(tmp_path / "input", tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))
