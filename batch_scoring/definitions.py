@@ -1,6 +1,5 @@
 """The project's one Definitions object: every asset, resource, job, schedule and sensor."""
 
-
 import os
 
 import dagster as dg
@@ -35,6 +34,7 @@ ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("raw"),
     description="Read the five input tables into the warehouse; for telemetry, the selected days.",
 )
+
 
 def build_definitions() -> dg.Definitions:
     """The code location, configured from the environment as it is now."""

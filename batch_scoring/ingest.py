@@ -127,7 +127,9 @@ def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Colum
             rules.append((~given.isin(*field.allowed), field.unknown_reason, field.source, given))
     problem = F.lit(None)
     for condition, reason, field_name, detail in reversed(rules):
-        found = F.struct(F.lit(reason).alias("reason"), F.lit(field_name).alias("field"), detail.cast("string").alias("detail"))
+        found = F.struct(
+            F.lit(reason).alias("reason"), F.lit(field_name).alias("field"), detail.cast("string").alias("detail")
+        )
         problem = F.when(condition, found).otherwise(problem)
     return problem
 

@@ -40,7 +40,11 @@ def run_quickstart(machines: int, start: date, days: int) -> None:
     first, last = start, start + timedelta(days=days - 1)
     instance = _instance()
     print(f"Ingesting {first} .. {last} into {warehouse_dir} ...")
-    result = build_definitions().resolve_job_def("ingest_job").execute_in_process(instance=instance, tags=partition_range_tags(first.isoformat(), last.isoformat()))
+    result = (
+        build_definitions()
+        .resolve_job_def("ingest_job")
+        .execute_in_process(instance=instance, tags=partition_range_tags(first.isoformat(), last.isoformat()))
+    )
     print()
     print(f"{'table':16} {'kept':>10} {'quarantined':>12}  path")
     # a run over a range of days records one materialization per day, all with the run's figures

@@ -1,6 +1,5 @@
 """Dagster resources: the Spark session, the input folder and the warehouse, and the Parquet IO manager."""
 
-
 from pathlib import Path
 
 import dagster as dg

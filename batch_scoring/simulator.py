@@ -66,7 +66,12 @@ PRECURSOR_ERROR_HOURS = 48
 SENSOR_MEAN = {"volt": 170.0, "rotate": 450.0, "pressure": 100.0, "vibration": 40.0}
 SENSOR_SPREAD = 0.09  # hourly standard deviation as a share of the mean
 MACHINE_OFFSET_SPREAD = 0.02
-PRECURSOR_SENSOR = {"comp1": ("volt", 1.0), "comp2": ("rotate", -1.0), "comp3": ("pressure", 1.0), "comp4": ("vibration", 1.0)}
+PRECURSOR_SENSOR = {
+    "comp1": ("volt", 1.0),
+    "comp2": ("rotate", -1.0),
+    "comp3": ("pressure", 1.0),
+    "comp4": ("vibration", 1.0),
+}
 PRECURSOR_DRIFT_HOURS = 144
 PRECURSOR_DRIFT_SPREADS = 1.6  # drift at the failure, in hourly standard deviations
 MAX_FAILURE_ROUNDS = 50
@@ -99,7 +104,9 @@ def normal(seed: int, stream: str, *keys: Column) -> Column:
 
 def _event_time(start: date, day_column: Column, hour: int | Column = EVENT_HOUR) -> Column:
     """UTC timestamp `day_column` days after `start` at the given hour."""
-    seconds = F.lit(calendar.timegm(start.timetuple())) + day_column.cast("long") * 86400 + F.lit(hour).cast("long") * 3600
+    seconds = (
+        F.lit(calendar.timegm(start.timetuple())) + day_column.cast("long") * 86400 + F.lit(hour).cast("long") * 3600
+    )
     return F.timestamp_seconds(seconds)
 
 
@@ -110,9 +117,7 @@ def simulate_machines(spark: SparkSession, machines: int, seed: int) -> DataFram
     for name, upper in reversed(list(zip(MACHINE_MODELS, _cumulative(MODEL_SHARES)))[:-1]):
         model = F.when(draw < upper, F.lit(name)).otherwise(model)
     age = F.floor(uniform(seed, "age", machine_id) * (MAX_MACHINE_AGE_YEARS + 1)).cast("int")
-    return spark.range(1, machines + 1).select(
-        machine_id.alias("machine_id"), model.alias("model"), age.alias("age")
-    )
+    return spark.range(1, machines + 1).select(machine_id.alias("machine_id"), model.alias("model"), age.alias("age"))
 
 
 def _cumulative(shares: tuple[float, ...]) -> list[float]:
@@ -163,13 +168,17 @@ def _failure_days(machines: DataFrame, scheduled: DataFrame, total_days: int, se
     starts a new segment, so segments are sampled in rounds until none fails; each round is one
     vectorised Spark step over the still-open segments.
     """
-    initial = machines.select("machine_id").crossJoin(
-        machines.sparkSession.createDataFrame([(c,) for c in COMPONENTS], "comp string")
-    ).select(
-        "machine_id",
-        "comp",
-        F.lit(0).alias("day"),
-        (uniform(seed, "initial-age", F.col("machine_id"), F.col("comp")) * INITIAL_COMPONENT_AGE_DAYS).alias("age0"),
+    initial = (
+        machines.select("machine_id")
+        .crossJoin(machines.sparkSession.createDataFrame([(c,) for c in COMPONENTS], "comp string"))
+        .select(
+            "machine_id",
+            "comp",
+            F.lit(0).alias("day"),
+            (uniform(seed, "initial-age", F.col("machine_id"), F.col("comp")) * INITIAL_COMPONENT_AGE_DAYS).alias(
+                "age0"
+            ),
+        )
     )
     starts = scheduled.select("machine_id", "comp", "day", F.lit(0.0).alias("age0")).unionByName(initial)
     next_start = F.lead("day", 1, total_days).over(Window.partitionBy("machine_id", "comp").orderBy("day"))
@@ -184,7 +193,9 @@ def _failure_days(machines: DataFrame, scheduled: DataFrame, total_days: int, se
     for round_number in range(MAX_FAILURE_ROUNDS):
         draw = uniform(seed, "life", F.col("machine_id"), F.col("comp"), F.col("day"), F.lit(round_number))
         scaled_age = F.col("age0") / F.col("scale")
-        life_left = F.col("scale") * F.pow(F.pow(scaled_age, WEIBULL_SHAPE) - F.log(draw), 1.0 / WEIBULL_SHAPE) - F.col("age0")
+        life_left = F.col("scale") * F.pow(F.pow(scaled_age, WEIBULL_SHAPE) - F.log(draw), 1.0 / WEIBULL_SHAPE) - F.col(
+            "age0"
+        )
         failed = (
             segments.withColumn("fail_day", F.col("day") + F.greatest(F.lit(1), F.ceil(life_left)).cast("int"))
             .where(F.col("fail_day") < F.col("end"))
@@ -204,9 +215,8 @@ def _precursor_errors(failures: DataFrame, seed: int) -> DataFrame:
         [(comp, error) for comp, errors in PRECURSOR_ERRORS.items() for error in errors],
         "failure string, error_id string",
     )
-    candidates = (
-        failures.join(F.broadcast(mapping), "failure")
-        .withColumn("nth", F.explode(F.array(F.lit(1), F.lit(2))))
+    candidates = failures.join(F.broadcast(mapping), "failure").withColumn(
+        "nth", F.explode(F.array(F.lit(1), F.lit(2)))
     )
     keys = F.col("machine_id"), F.col("datetime"), F.col("error_id"), F.col("nth")
     chance = F.when(F.col("nth") == 1, PRECURSOR_ERROR_PROBABILITY).otherwise(SECOND_PRECURSOR_ERROR_PROBABILITY)
@@ -223,8 +233,10 @@ def _background_errors(machines: DataFrame, start: date, days: int, seed: int) -
     rates = spark.createDataFrame(
         [(e, BACKGROUND_ERRORS_PER_YEAR[e] / 365.0) for e in ERROR_IDS], "error_id string, daily_rate double"
     )
-    grid = machines.select("machine_id").crossJoin(spark.range(days).withColumnRenamed("id", "day")).crossJoin(
-        F.broadcast(rates)
+    grid = (
+        machines.select("machine_id")
+        .crossJoin(spark.range(days).withColumnRenamed("id", "day"))
+        .crossJoin(F.broadcast(rates))
     )
     keys = F.col("machine_id"), F.col("day"), F.col("error_id")
     hour = F.floor(uniform(seed, "error-hour", *keys) * 24).cast("int")
@@ -233,9 +245,7 @@ def _background_errors(machines: DataFrame, start: date, days: int, seed: int) -
     )
 
 
-def simulate_events(
-    machines: DataFrame, start: date, days: int, seed: int
-) -> tuple[DataFrame, DataFrame, DataFrame]:
+def simulate_events(machines: DataFrame, start: date, days: int, seed: int) -> tuple[DataFrame, DataFrame, DataFrame]:
     """Return (maintenance, failures, errors) for the machines over `days` days from `start`.
 
     Maintenance reaches back `MAINTENANCE_HISTORY_DAYS` before the start; failures and errors lie
@@ -300,7 +310,9 @@ def _precursor_drift(failures: DataFrame, start: date) -> DataFrame:
                 shift = F.when(F.col("failure") == comp, weight * sign).otherwise(shift)
         drifts.append(F.sum(shift).alias(f"drift_{sensor}"))
     return (
-        before.select("machine_id", "failure", (F.col("failure_hour") - F.col("hours_before")).alias("hour"), "hours_before")
+        before.select(
+            "machine_id", "failure", (F.col("failure_hour") - F.col("hours_before")).alias("hour"), "hours_before"
+        )
         .groupBy("machine_id", "hour")
         .agg(*drifts)
     )

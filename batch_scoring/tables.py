@@ -98,43 +98,31 @@ TELEMETRY = SourceTable(
     daily_partitioned=True,
 )
 
-ERRORS = SourceTable(
-    name="errors",
-    asset="raw_errors",
-    file_stems=("PdM_errors", "errors"),
-    fields=(
-        DATETIME,
-        MACHINE_ID,
-        SourceField("errorID", "error_id", "string", ERROR_IDS, "unknown_error_id"),
-    ),
-    key=("machine_id", "datetime", "error_id"),
-    requires_rows=False,
-)
 
-MAINTENANCE = SourceTable(
-    name="maintenance",
-    asset="raw_maintenance",
-    file_stems=("PdM_maint", "maint", "PdM_maintenance", "maintenance"),
-    fields=(
-        DATETIME,
-        MACHINE_ID,
-        SourceField("comp", "comp", "string", COMPONENTS, "unknown_component"),
-    ),
-    key=("machine_id", "datetime", "comp"),
-    requires_rows=False,
-)
+def machine_events(name: str, file_stems: tuple[str, ...], event: SourceField) -> SourceTable:
+    """A log of timestamped events per machine; a machine may have several events in one hour."""
+    return SourceTable(
+        name=name,
+        asset=f"raw_{name}",
+        file_stems=file_stems,
+        fields=(DATETIME, MACHINE_ID, event),
+        key=("machine_id", "datetime", event.name),
+        requires_rows=False,  # a fleet may well have no failures in a file
+    )
 
-FAILURES = SourceTable(
-    name="failures",
-    asset="raw_failures",
-    file_stems=("PdM_failures", "failures"),
-    fields=(
-        DATETIME,
-        MACHINE_ID,
-        SourceField("failure", "failure", "string", COMPONENTS, "unknown_component"),
-    ),
-    key=("machine_id", "datetime", "failure"),
-    requires_rows=False,
+
+ERRORS = machine_events(
+    "errors", ("PdM_errors", "errors"), SourceField("errorID", "error_id", "string", ERROR_IDS, "unknown_error_id")
+)
+MAINTENANCE = machine_events(
+    "maintenance",
+    ("PdM_maint", "maint", "PdM_maintenance", "maintenance"),
+    SourceField("comp", "comp", "string", COMPONENTS, "unknown_component"),
+)
+FAILURES = machine_events(
+    "failures",
+    ("PdM_failures", "failures"),
+    SourceField("failure", "failure", "string", COMPONENTS, "unknown_component"),
 )
 
 SOURCE_TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)

@@ -5,7 +5,6 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
 from batch_scoring.ingest import (
     InputFileError,
@@ -140,7 +139,8 @@ def test_unknown_component_error_id_and_negative_age_are_quarantined(spark, tmp_
 def test_rows_read_equal_rows_kept_plus_rows_quarantined(spark, tmp_path):
     # 60 distinct keys; volt is "x" where i % 7 == 0 (9 rows), machine 4 (unknown) where i % 4 == 3 (15 rows)
     lines = [TELEMETRY_HEADER] + [
-        f"2015-01-0{1 + i // 24} {i % 24:02d}:00:00,{1 + i % 4},{'x' if i % 7 == 0 else 170},450,100,40" for i in range(60)
+        f"2015-01-0{1 + i // 24} {i % 24:02d}:00:00,{1 + i % 4},{'x' if i % 7 == 0 else 170},450,100,40"
+        for i in range(60)
     ]
     write_file(tmp_path, "telemetry.csv", lines)
     result = checked(spark, tmp_path, TELEMETRY, known=known_machines(spark, 1, 2, 3))

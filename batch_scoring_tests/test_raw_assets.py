@@ -40,7 +40,9 @@ def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path
     assert len(meta["preview"].records) == 5
     assert latest_metadata(result, "raw_machines")["dagster/row_count"] == 6
     # one materialization per day of the range, all from the one run
-    partitions = {e.partition for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "raw_telemetry"}
+    partitions = {
+        e.partition for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "raw_telemetry"
+    }
     assert len(partitions) == 12
 
 

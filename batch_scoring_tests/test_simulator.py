@@ -23,6 +23,12 @@ from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE
 FILES = ["PdM_machines.csv", "PdM_telemetry.csv", "PdM_errors.csv", "PdM_maint.csv", "PdM_failures.csv"]
 
 
+def shift_in_spreads(telemetry, sensor):
+    """How far a sensor's mean over these rows lies from its simulated mean, in hourly spreads."""
+    mean = telemetry.agg(F.avg(sensor)).first()[0]
+    return (mean - SENSOR_MEAN[sensor]) / (SENSOR_MEAN[sensor] * SENSOR_SPREAD)
+
+
 def read_table(spark, folder, table):
     path = locate_source_file(folder, table)
     checked = check_rows(numbered_lines(spark, path).lines, table, str(path), read_header(path))
@@ -53,7 +59,9 @@ def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, 
     for table in SOURCE_TABLES:
         read_table(spark, small_fleet_dir, table)  # asserts nothing is rejected
     maintenance = read_table(spark, small_fleet_dir, MAINTENANCE)
-    assert maintenance.agg(F.min("datetime")).first()[0] < datetime(2014, 9, 1), "replacements reach back before the start"
+    assert maintenance.agg(F.min("datetime")).first()[0] < datetime(2014, 9, 1), (
+        "replacements reach back before the start"
+    )
 
 
 def test_telemetry_file_is_ordered_by_machine_then_time(small_fleet_dir):
@@ -77,13 +85,16 @@ def test_the_failing_component_s_sensor_drifts_in_the_day_before_a_failure(busy_
             failures.where(F.col("failure") == comp)
             .withColumnRenamed("datetime", "failed_at")
             .join(telemetry, "machine_id")
-            .where((F.col("datetime") < F.col("failed_at")) & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 24 HOURS")))
+            .where(
+                (F.col("datetime") < F.col("failed_at"))
+                & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 24 HOURS"))
+            )
         )
-        shift = (before.agg(F.avg(sensor)).first()[0] - SENSOR_MEAN[sensor]) / (SENSOR_MEAN[sensor] * SENSOR_SPREAD)
+        shift = shift_in_spreads(before, sensor)
         assert sign * shift > 0.5, f"{sensor} before {comp} failures moved by {shift:.2f} spreads"
     quiet = telemetry.join(failures.select("machine_id").distinct(), "machine_id", "left_anti")
     for sensor in SENSOR_MEAN:
-        shift = (quiet.agg(F.avg(sensor)).first()[0] - SENSOR_MEAN[sensor]) / (SENSOR_MEAN[sensor] * SENSOR_SPREAD)
+        shift = shift_in_spreads(quiet, sensor)
         assert abs(shift) < 0.2, f"{sensor} of machines that never fail is off by {shift:.2f} spreads"
 
 
@@ -96,7 +107,10 @@ def share_of_failures_with_precursor_errors(failures, errors):
         failures.withColumnRenamed("datetime", "failed_at")
         .join(typical, "failure")
         .join(errors, ["machine_id", "error_id"])
-        .where((F.col("datetime") <= F.col("failed_at")) & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 48 HOURS")))
+        .where(
+            (F.col("datetime") <= F.col("failed_at"))
+            & (F.col("datetime") >= F.col("failed_at") - F.expr("INTERVAL 48 HOURS"))
+        )
         .select("machine_id", "failed_at", "failure")
         .distinct()
         .count()
@@ -127,7 +141,9 @@ def test_simulated_rates_match_the_real_tables(spark, real_data_dir):
     maintenance, failures, errors = simulate_events(machines, year[0], 365, seed=11)
     simulated = rates_per_machine_year(machines, failures, errors, maintenance, *year)
     for name, value in real_rates.items():
-        assert simulated[name] == pytest.approx(value, rel=0.12), f"{name}: simulated {simulated[name]:.2f}, real {value:.2f}"
+        assert simulated[name] == pytest.approx(value, rel=0.12), (
+            f"{name}: simulated {simulated[name]:.2f}, real {value:.2f}"
+        )
     real_share = share_of_failures_with_precursor_errors(real["failures"], real["errors"])
     assert share_of_failures_with_precursor_errors(failures, errors) == pytest.approx(real_share, abs=0.08)
 
@@ -141,7 +157,7 @@ def test_like_mode_keeps_the_real_tables_and_simulates_telemetry_before_real_fai
     # the real data set's first failure: machine 1, comp4, 2015-01-05 06:00; comp4 drives vibration up
     failed_at = datetime(2015, 1, 5, 6)
     day_before = telemetry.where(
-        (F.col("machine_id") == 1) & F.col("datetime").between(failed_at - timedelta(hours=24), failed_at - timedelta(hours=1))
+        (F.col("machine_id") == 1)
+        & F.col("datetime").between(failed_at - timedelta(hours=24), failed_at - timedelta(hours=1))
     )
-    shift = (day_before.agg(F.avg("vibration")).first()[0] - SENSOR_MEAN["vibration"]) / (SENSOR_MEAN["vibration"] * SENSOR_SPREAD)
-    assert shift > 0.5
+    assert shift_in_spreads(day_before, "vibration") > 0.5

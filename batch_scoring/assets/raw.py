@@ -1,7 +1,5 @@
 """Ingest assets: the five input tables, typed and checked, with rejected rows quarantined."""
 
-
-
 import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -29,9 +27,7 @@ from batch_scoring.tables import (
 )
 
 GROUP = "raw"
-QUARANTINE_COUNTS_SCHEMA = dg.TableSchema(
-    columns=[dg.TableColumn("reason", "string"), dg.TableColumn("rows", "int")]
-)
+QUARANTINE_COUNTS_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("reason", "string"), dg.TableColumn("rows", "int")])
 
 
 def quarantine_table(table: SourceTable) -> str:
@@ -95,8 +91,7 @@ def ingest(
 
 def _days_without_rows(checked: DataFrame, partition_keys: list[str]) -> list[str]:
     days = {
-        row["date"].isoformat()
-        for row in checked.where(F.col("reason").isNull()).select("date").distinct().collect()
+        row["date"].isoformat() for row in checked.where(F.col("reason").isNull()).select("date").distinct().collect()
     }
     return [key for key in partition_keys if key not in days]
 
