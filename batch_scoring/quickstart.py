@@ -17,6 +17,9 @@ from batch_scoring.ingest import InputFileError, locate_source_file
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.tables import TELEMETRY
 
+# step starts and ends, not every engine event
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def _instance() -> dg.DagsterInstance:
     """The instance at DAGSTER_HOME, so `dagster dev` shows the runs afterwards; else a throwaway one."""
@@ -43,7 +46,11 @@ def run_quickstart(machines: int, start: date, days: int) -> None:
     result = (
         build_definitions()
         .resolve_job_def("ingest_job")
-        .execute_in_process(instance=instance, tags=partition_range_tags(first.isoformat(), last.isoformat()))
+        .execute_in_process(
+            instance=instance,
+            tags=partition_range_tags(first.isoformat(), last.isoformat()),
+            run_config=QUIET_LOGS,
+        )
     )
     print()
     print(f"{'table':16} {'kept':>10} {'quarantined':>12}  path")
