@@ -4,8 +4,10 @@ import os
 
 import dagster as dg
 
+from batch_scoring.assets.features import features
+from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
-from batch_scoring.resources import InputFiles, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
 WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
@@ -26,6 +28,7 @@ def build_resources() -> dict[str, object]:
         "input_files": InputFiles(input_dir=setting(INPUT_DIR_ENV, DEFAULT_INPUT_DIR)),
         "warehouse": warehouse,
         "io_manager": ParquetIOManager(warehouse=warehouse),
+        "model_io_manager": ModelIOManager(warehouse=warehouse),
     }
 
 
@@ -39,7 +42,7 @@ ingest_job = dg.define_asset_job(
 def build_definitions() -> dg.Definitions:
     """The code location, configured from the environment as it is now."""
     return dg.Definitions(
-        assets=RAW_ASSETS,
+        assets=[*RAW_ASSETS, features, failure_model],
         jobs=[ingest_job],
         resources=build_resources(),
         # one process per run, so one SparkSession serves every step of a run

@@ -35,6 +35,7 @@ TELEMETRY_LOOKBACK_HOURS = (3, 24, 72)
 ERROR_LOOKBACK_HOURS = 24
 MAX_DAYS_SINCE_REPLACEMENT = 365.0
 HORIZON_HOURS = 168
+FEATURE_DECIMALS = 6  # the input's own precision
 STATISTICS = ("mean", "std", "min", "max")
 CLASSES = ("none", *COMPONENTS)
 
@@ -187,7 +188,14 @@ def build_features(
         .join(machines.select("machine_id", "model", F.col("age").cast("double").alias("age")), "machine_id")
         .fillna(0.0, subset=ERROR_FEATURES)
     )
-    return rows.select(*[F.col(f.name).cast(f.dataType) for f in FEATURES_SCHEMA.fields])
+    return rows.select(*[_stored(f) for f in FEATURES_SCHEMA.fields])
+
+
+def _stored(field: T.StructField) -> Column:
+    """A feature column as stored: doubles rounded to `FEATURE_DECIMALS`, so a day's rows do not
+    depend on the order in which Spark happened to add up partial sums (reruns and backfills match)."""
+    column = F.col(field.name).cast(field.dataType)
+    return F.round(column, FEATURE_DECIMALS).alias(field.name) if field.dataType == T.DoubleType() else column
 
 
 def telemetry_days_needed(first: date, end: date) -> tuple[date, date]:

@@ -27,9 +27,26 @@ def column_schema(schema: T.StructType) -> dg.TableSchema:
     )
 
 
+_SIMPLE_TYPES = {
+    t.simpleString(): t
+    for t in (
+        T.IntegerType(),
+        T.LongType(),
+        T.DoubleType(),
+        T.FloatType(),
+        T.StringType(),
+        T.BooleanType(),
+        T.TimestampType(),
+        T.DateType(),
+    )
+}
+
+
 def spark_schema(table_schema: dg.TableSchema) -> T.StructType:
-    ddl = ", ".join(f"`{c.name}` {c.type}" for c in table_schema.columns)
-    return T.StructType.fromDDL(ddl)
+    """The Spark schema behind a column schema made by `column_schema` (no Spark session needed)."""
+    return T.StructType(
+        [T.StructField(c.name, _SIMPLE_TYPES[c.type], nullable=c.constraints.nullable) for c in table_schema.columns]
+    )
 
 
 def _plain(value: object) -> object:
@@ -71,3 +88,9 @@ def table_metadata(df: DataFrame) -> dict[str, object]:
         metadata["first_timestamp"] = dg.MetadataValue.text(str(summary["first"]))
         metadata["last_timestamp"] = dg.MetadataValue.text(str(summary["last"]))
     return metadata
+
+
+def days_without_rows(df: DataFrame, partition_keys: list[str]) -> dg.MetadataValue:
+    """The partitions of a run that got no rows (distinct days only are collected)."""
+    days = {row["date"].isoformat() for row in df.select("date").distinct().collect()}
+    return dg.MetadataValue.json([key for key in partition_keys if key not in days])

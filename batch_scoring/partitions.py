@@ -8,10 +8,18 @@ import dagster as dg
 FIRST_DAY = "2015-01-01"
 DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
 
-# A range of days runs as one run and one Spark session, reading each input once. Dagster marks the
-# `backfill_policy` parameter beta; the warning says nothing about our definitions, so it is silenced.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+# Dagster marks these two parameters beta; the warnings say nothing about our definitions, so they
+# are silenced, by name, here where the parameters are used.
+for _beta_parameter in ("backfill_policy", "allow_nonexistent_upstream_partitions"):
+    warnings.filterwarnings("ignore", message=f"Parameter `{_beta_parameter}`", category=dg.BetaWarning)
+
+# A range of days runs as one run and one Spark session, reading each input once.
 SPARK_BACKFILL_POLICY = dg.BackfillPolicy.single_run()
+
+
+def daily_lookback(days: int) -> dg.TimeWindowPartitionMapping:
+    """Each day depends on itself and the `days - 1` days before it (none before the first day)."""
+    return dg.TimeWindowPartitionMapping(start_offset=-(days - 1), allow_nonexistent_upstream_partitions=True)
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pyspark.sql import types as T
 
 from batch_scoring.ingest import locate_source_file
 from batch_scoring.metadata import COLUMN_SCHEMA_KEY, spark_schema, table_metadata
+from batch_scoring.model_store import ModelStore, TrainedModel
 from batch_scoring.spark import build_spark_session
 from batch_scoring.storage import TableStore
 from batch_scoring.tables import SourceTable
@@ -83,3 +84,24 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         schema: T.StructType = spark_schema(upstream.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
         return self.warehouse.store().read(name, schema, partitions)
+
+
+class ModelIOManager(dg.ConfigurableIOManager):
+    """Keeps every trained model as a version under `<warehouse>/<asset name>/versions/`.
+
+    Loading gives the newest version, and fails, saying what to materialize, when there is none or
+    when the newest one failed its check.
+    """
+
+    warehouse: Warehouse
+
+    def _store(self, asset_key: dg.AssetKey) -> ModelStore:
+        self.warehouse.spark.get_session()  # saving and loading a PipelineModel need the session
+        return ModelStore(Path(self.warehouse.root) / asset_key.path[-1])
+
+    def handle_output(self, context: dg.OutputContext, obj: TrainedModel) -> None:
+        path = self._store(context.asset_key).save(obj)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> TrainedModel:
+        return self._store(context.upstream_output.asset_key).load_latest_usable()

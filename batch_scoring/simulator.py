@@ -72,8 +72,8 @@ PRECURSOR_SENSOR = {
     "comp3": ("pressure", 1.0),
     "comp4": ("vibration", 1.0),
 }
-PRECURSOR_DRIFT_HOURS = 144
-PRECURSOR_DRIFT_SPREADS = 1.6  # drift at the failure, in hourly standard deviations
+PRECURSOR_DRIFT_HOURS = 240
+PRECURSOR_DRIFT_SPREADS = 2.0  # drift at the failure, in hourly standard deviations
 MAX_FAILURE_ROUNDS = 50
 
 _HASH_RANGE = 1 << 53

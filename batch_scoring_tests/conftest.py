@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_scoring.resources import InputFiles, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
 from batch_scoring.simulator import simulate_fleet, write_fleet
 from batch_scoring.spark import build_spark_session
 
@@ -44,4 +44,5 @@ def dagster_resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]
         "input_files": InputFiles(input_dir=str(input_dir)),
         "warehouse": warehouse,
         "io_manager": ParquetIOManager(warehouse=warehouse),
+        "model_io_manager": ModelIOManager(warehouse=warehouse),
     }

@@ -3,7 +3,6 @@
 import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from batch_scoring.ingest import (
     InputFileError,
@@ -13,7 +12,7 @@ from batch_scoring.ingest import (
     quarantined_rows,
     read_header,
 )
-from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, table_value
+from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, days_without_rows, table_value
 from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 from batch_scoring.resources import InputFiles, SparkResource, Warehouse
 from batch_scoring.tables import (
@@ -85,15 +84,8 @@ def ingest(
                 ),
                 metadata=metadata,
             )
-        metadata["days_without_rows"] = dg.MetadataValue.json(_days_without_rows(checked, context.partition_keys))
+        metadata["days_without_rows"] = days_without_rows(kept_rows(checked, table), context.partition_keys)
     return dg.Output(kept_rows(checked, table), metadata=metadata)
-
-
-def _days_without_rows(checked: DataFrame, partition_keys: list[str]) -> list[str]:
-    days = {
-        row["date"].isoformat() for row in checked.where(F.col("reason").isNull()).select("date").distinct().collect()
-    }
-    return [key for key in partition_keys if key not in days]
 
 
 def _asset_args(table: SourceTable, description: str) -> dict[str, object]:

@@ -1,0 +1,156 @@
+"""The failure model: a Spark MLlib pipeline, its temporal evaluation, and the scoring of features.
+
+Pure Spark: no Dagster. The pipeline holds every fitted step (the machine-model indexer, the
+assembler, the forest), so scoring applies what training learnt and never refits anything on the
+data it scores (the reference architecture refitted its indexers at scoring time). Class indices
+are fixed by `CLASSES`, not learnt from the data, so a class absent from a training window keeps
+its index and its probability column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import RandomForestClassificationModel, RandomForestClassifier
+from pyspark.ml.feature import StringIndexer, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from batch_scoring.features import CATEGORICAL_FEATURES, CLASSES, HORIZON_HOURS, NUMERIC_FEATURES
+
+FAILURE_CLASSES = CLASSES[1:]
+PROBABILITY_COLUMNS = [f"probability_{c}" for c in CLASSES]
+INDEXED = {name: f"{name}_index" for name in CATEGORICAL_FEATURES}
+MODEL_INPUTS = [*NUMERIC_FEATURES, *INDEXED.values()]
+
+
+@dataclass(frozen=True)
+class ForestParams:
+    num_trees: int = 60
+    max_depth: int = 10
+    min_instances_per_node: int = 5
+    seed: int = 42
+
+
+def class_index(column: Column) -> Column:
+    """The fixed index of a class name, as a nominal column MLlib reads the number of classes from."""
+    index = F.lit(None).cast("double")
+    for position, name in reversed(list(enumerate(CLASSES))):
+        index = F.when(column == name, F.lit(float(position))).otherwise(index)
+    metadata = {"ml_attr": {"type": "nominal", "name": "label_index", "vals": list(CLASSES)}}
+    return index.alias("label_index", metadata=metadata)
+
+
+def with_class_weights(labelled: DataFrame) -> DataFrame:
+    """Weight rows so each class present counts as much as the others (failures are rare)."""
+    counts = {row["label"]: row["count"] for row in labelled.groupBy("label").count().collect()}
+    total = sum(counts.values())
+    weight = F.lit(None).cast("double")
+    for label, count in counts.items():
+        weight = F.when(F.col("label") == label, F.lit(total / (len(counts) * count))).otherwise(weight)
+    return labelled.withColumn("class_weight", weight)
+
+
+def build_pipeline(params: ForestParams) -> Pipeline:
+    indexers = [
+        # a machine model unseen in training gets its own index instead of failing the scoring
+        StringIndexer(inputCol=name, outputCol=indexed, handleInvalid="keep", stringOrderType="alphabetAsc")
+        for name, indexed in INDEXED.items()
+    ]
+    assembler = VectorAssembler(inputCols=MODEL_INPUTS, outputCol="model_features")
+    forest = RandomForestClassifier(
+        featuresCol="model_features",
+        labelCol="label_index",
+        weightCol="class_weight",
+        numTrees=params.num_trees,
+        maxDepth=params.max_depth,
+        minInstancesPerNode=params.min_instances_per_node,
+        maxBins=32,
+        seed=params.seed,
+    )
+    return Pipeline(stages=[*indexers, assembler, forest])
+
+
+def fit(train: DataFrame, params: ForestParams) -> PipelineModel:
+    """Fit the pipeline on labelled feature rows."""
+    indexed = with_class_weights(train).withColumn("label_index", class_index(F.col("label")))
+    return build_pipeline(params).fit(indexed)
+
+
+def predict(model: PipelineModel, features: DataFrame) -> DataFrame:
+    """Feature rows plus `predicted_component` and one `probability_<class>` column per class."""
+    scored = model.transform(features)
+    probabilities = vector_to_array(F.col("probability"))
+    predicted = F.element_at(F.array(*[F.lit(c) for c in CLASSES]), F.col("prediction").cast("int") + 1)
+    return scored.select(
+        *features.columns,
+        predicted.alias("predicted_component"),
+        *[probabilities[i].alias(name) for i, name in enumerate(PROBABILITY_COLUMNS)],
+    )
+
+
+@dataclass(frozen=True)
+class TemporalSplit:
+    train: DataFrame
+    holdout: DataFrame
+    train_last_day: date
+    holdout_first_day: date
+
+
+def temporal_split(labelled: DataFrame, last_day: date, holdout_days: int) -> TemporalSplit:
+    """Hold out the last `holdout_days` observation days; train on days whose labels end before them.
+
+    A training observation at the end of day t sees failures until t + 1 + 7 days, so training stops
+    7 days before the hold-out (the gap) and no hold-out failure leaks into a training label.
+    """
+    holdout_first = last_day - timedelta(days=holdout_days - 1)
+    train_last = holdout_first - timedelta(days=HORIZON_HOURS // 24 + 1)
+    return TemporalSplit(
+        train=labelled.where(F.col("date") <= F.lit(train_last)),
+        holdout=labelled.where(F.col("date") >= F.lit(holdout_first)),
+        train_last_day=train_last,
+        holdout_first_day=holdout_first,
+    )
+
+
+def confusion_counts(
+    predictions: DataFrame, predicted_column: str = "predicted_component"
+) -> dict[tuple[str, str], int]:
+    """(true label, predicted label) -> rows; at most len(CLASSES)^2 entries are collected."""
+    grouped = predictions.groupBy("label", predicted_column).count().collect()
+    return {(row["label"], row[predicted_column]): row["count"] for row in grouped}
+
+
+def classification_report(confusion: dict[tuple[str, str], int]) -> dict[str, object]:
+    """Per-class precision, recall, F1 and support; macro F1 over the failure classes; accuracy."""
+    per_class = {}
+    for name in CLASSES:
+        true_positive = confusion.get((name, name), 0)
+        predicted = sum(n for (_, p), n in confusion.items() if p == name)
+        support = sum(n for (t, _), n in confusion.items() if t == name)
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    total = sum(confusion.values())
+    correct = sum(n for (t, p), n in confusion.items() if t == p)
+    return {
+        "per_class": per_class,
+        "macro_f1": sum(per_class[c]["f1"] for c in FAILURE_CLASSES) / len(FAILURE_CLASSES),
+        "accuracy": correct / total if total else 0.0,
+    }
+
+
+def majority_class(labelled: DataFrame) -> str:
+    return labelled.groupBy("label").count().orderBy(F.desc("count"), "label").first()["label"]
+
+
+def feature_importances(model: PipelineModel) -> list[tuple[str, float]]:
+    """The forest's feature importances by input name, largest first."""
+    forest = model.stages[-1]
+    assert isinstance(forest, RandomForestClassificationModel)
+    importances = forest.featureImportances.toArray()
+    return sorted(zip(MODEL_INPUTS, (float(x) for x in importances)), key=lambda pair: -pair[1])

@@ -1,0 +1,118 @@
+"""features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
+
+from datetime import date
+
+import dagster as dg
+import pytest
+
+from batch_scoring.assets.features import features
+from batch_scoring.assets.model import CHECK_NAME, failure_model
+from batch_scoring.assets.raw import RAW_ASSETS
+from batch_scoring.features import FEATURES_SCHEMA
+from batch_scoring.model_store import ModelNotUsable, ModelStore
+from batch_scoring.partitions import partition_range_tags
+from batch_scoring.simulator import simulate_fleet, write_fleet
+from batch_scoring.storage import TableStore
+from batch_scoring_tests.conftest import dagster_resources
+
+ASSETS = [*RAW_ASSETS, features, failure_model]
+FIRST, LAST = "2015-01-01", "2015-04-30"
+SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
+
+
+def run(input_dir, warehouse, selection, raise_on_error=True, model_config=None, **kwargs):
+    run_config = {"ops": {"failure_model": {"config": {**SMALL_FOREST, **(model_config or {})}}}}
+    return dg.materialize(
+        ASSETS,
+        selection=selection,
+        resources=dagster_resources(input_dir, warehouse),
+        run_config=run_config if failure_model in selection else None,
+        raise_on_error=raise_on_error,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet_warehouse(spark, tmp_path_factory):
+    """30 machines over 120 days (about 75 failures), ingested and turned into features."""
+    root = tmp_path_factory.mktemp("fleet")
+    write_fleet(simulate_fleet(spark, machines=30, start=date(2015, 1, 1), days=120, seed=5), root / "input")
+    run(root / "input", root / "warehouse", [*RAW_ASSETS, features], tags=partition_range_tags(FIRST, LAST))
+    return root / "input", root / "warehouse"
+
+
+def model_metadata(result):
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+
+
+def test_features_cover_every_day_and_machine(spark, fleet_warehouse):
+    _, warehouse = fleet_warehouse
+    table = TableStore(spark, warehouse).read("features", FEATURES_SCHEMA)
+    assert table.count() == 30 * 120
+    assert table.select("date").distinct().count() == 120
+
+
+def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_warehouse, tmp_path):
+    input_dir, full = fleet_warehouse
+    # a warehouse holding telemetry of 2015-03-08..10 only: the days the 72 h window of 2015-03-10 reaches
+    run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
+    run(input_dir, tmp_path, [features], partition_key="2015-03-10")
+    assert TableStore(spark, tmp_path).existing_partitions("raw_telemetry") == [
+        "2015-03-08",
+        "2015-03-09",
+        "2015-03-10",
+    ]
+    bounded = TableStore(spark, tmp_path).read("features", FEATURES_SCHEMA, ["2015-03-10"])
+    everything = TableStore(spark, full).read("features", FEATURES_SCHEMA, ["2015-03-10"])
+    assert bounded.count() == 30
+    assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
+
+
+def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fleet_warehouse):
+    input_dir, warehouse = fleet_warehouse
+    result = run(input_dir, warehouse, [features], raise_on_error=False, partition_key="2015-06-01")
+    assert not result.success
+    message = result.failure_data_for_node("features").user_failure_data.description
+    assert "No features for 2015-06-01" in message and "Materialize raw_telemetry" in message
+
+
+def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(fleet_warehouse):
+    input_dir, warehouse = fleet_warehouse
+    result = run(input_dir, warehouse, [failure_model])
+    meta = model_metadata(result)
+    # labels end 7 days before the last day; hold-out = the last 30 labelled days; training stops 7 days earlier
+    assert meta["holdout_days"] == "2015-03-25 .. 2015-04-23"
+    assert meta["training_days"] == "2015-01-01 .. 2015-03-17"
+    assert meta["holdout_rows"] == 30 * 30 and meta["train_rows"] == 30 * 76
+    assert meta["baseline_macro_f1"] == 0.0
+    assert meta["macro_f1"] > 0.5, meta["macro_f1"]
+    assert [r.data["class"] for r in meta["holdout_metrics"].records] == ["none", "comp1", "comp2", "comp3", "comp4"]
+    assert sum(sum(v for k, v in r.data.items() if k != "true_class") for r in meta["confusion_matrix"].records) == 900
+    assert len(meta["feature_importances"].records) == 15
+    (check,) = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == (CHECK_NAME, True)
+
+    store = ModelStore(warehouse / "failure_model")
+    assert store.versions() == [meta["version"]]
+    assert store.load_latest_usable().version == meta["version"]
+
+
+def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_stay_loadable(fleet_warehouse):
+    input_dir, warehouse = fleet_warehouse
+    good = model_metadata(run(input_dir, warehouse, [failure_model]))["version"]
+    result = run(input_dir, warehouse, [failure_model], raise_on_error=False, model_config={"min_macro_f1": 0.99})
+    assert not result.success  # the blocking check fails the run
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and "minimum 0.99" in check.description
+    bad = model_metadata(result)["version"]
+    store = ModelStore(warehouse / "failure_model")
+    assert {good, bad} <= set(store.versions())
+    with pytest.raises(ModelNotUsable, match=f"version {bad}.*failed its check usable_for_scoring.*minimum 0.99"):
+        store.load_latest_usable()
+    assert store.load(good).manifest["check"]["passed"]
+
+
+def test_no_trained_model_says_to_materialize_failure_model_first(tmp_path):
+    with pytest.raises(ModelNotUsable, match="No trained failure_model in .*: materialize failure_model first"):
+        ModelStore(tmp_path / "failure_model").load_latest_usable()
