@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from batch_scoring.quickstart import run_quickstart
 
-            run_quickstart(args.machines, args.start, args.days)
+            return run_quickstart(args.machines, args.start, args.days)
     except InputFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

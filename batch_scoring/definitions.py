@@ -39,11 +39,18 @@ ingest_job = dg.define_asset_job(
 )
 
 
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("raw", "features", "model"),
+    description="Ingest the selected days, build their features and train failure_model on them.",
+)
+
+
 def build_definitions() -> dg.Definitions:
     """The code location, configured from the environment as it is now."""
     return dg.Definitions(
         assets=[*RAW_ASSETS, features, failure_model],
-        jobs=[ingest_job],
+        jobs=[ingest_job, training_job],
         resources=build_resources(),
         # one process per run, so one SparkSession serves every step of a run
         executor=dg.in_process_executor,

@@ -26,7 +26,7 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
 
 
-def run_quickstart(machines: int, start: date, days: int) -> None:
+def run_quickstart(machines: int, start: date, days: int) -> int:
     input_dir = Path(os.environ.get(INPUT_DIR_ENV, DEFAULT_INPUT_DIR))
     warehouse_dir = Path(os.environ.get(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR))
     try:
@@ -41,23 +41,47 @@ def run_quickstart(machines: int, start: date, days: int) -> None:
         simulator.write_fleet(fleet, input_dir)
 
     first, last = start, start + timedelta(days=days - 1)
-    instance = _instance()
-    print(f"Ingesting {first} .. {last} into {warehouse_dir} ...")
+    print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
     result = (
         build_definitions()
-        .resolve_job_def("ingest_job")
+        .resolve_job_def("training_job")
         .execute_in_process(
-            instance=instance,
+            instance=_instance(),
             tags=partition_range_tags(first.isoformat(), last.isoformat()),
-            run_config=QUIET_LOGS,
+            run_config={
+                **QUIET_LOGS,
+                # hold out the last fifth of the days (at most the model's default 60) for evaluation
+                "ops": {"failure_model": {"config": {"holdout_days": min(60, days // 5)}}},
+            },
+            raise_on_error=False,
         )
     )
     print()
-    print(f"{'table':16} {'kept':>10} {'quarantined':>12}  path")
+    print(_summary(result))
+    return 0 if result.success else 1
+
+
+def _summary(result: dg.ExecuteInProcessResult) -> str:
+    """One line per table, then the model's figures and its check."""
     # a run over a range of days records one materialization per day, all with the run's figures
     latest = {}
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
-        latest[materialization.asset_key.to_user_string()] = materialization.metadata
+        latest[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    lines = [f"{'table':16} {'rows':>10} {'quarantined':>12}  path"]
     for asset, meta in latest.items():
-        print(f"{asset:16} {meta['rows_kept'].value:>10,} {meta['rows_quarantined'].value:>12,}  {meta['path'].value}")
+        if "dagster/row_count" in meta:
+            quarantined = f"{meta['rows_quarantined']:,}" if "rows_quarantined" in meta else "-"
+            lines.append(f"{asset:16} {meta['dagster/row_count']:>10,} {quarantined:>12}  {meta['path']}")
+    model = latest.get("failure_model")
+    if model:
+        lines.append(
+            f"\nfailure_model {model['version']}: hold-out macro F1 {model['macro_f1']:.3f} "
+            f"(majority-class baseline {model['baseline_macro_f1']:.3f}), trained on {model['training_days']}, "
+            f"held out {model['holdout_days']}\n  saved at {model['path']}"
+        )
+    for check in result.get_asset_check_evaluations():
+        lines.append(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}: {check.description}")
+    if not result.success:
+        lines.append("\nThe run failed; see the messages above.")
+    return "\n".join(lines)

@@ -15,14 +15,20 @@ def test_definitions_load_without_warnings_and_hold_the_raw_assets():
     defs = module.defs
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert {"raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "raw_failures"} <= keys
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups == {
+        "raw_machines": "raw",
+        "raw_telemetry": "raw",
+        "raw_errors": "raw",
+        "raw_maintenance": "raw",
+        "raw_failures": "raw",
+        "features": "features",
+        "failure_model": "model",
+    }
     for key in graph.get_all_asset_keys():
-        node = graph.get(key)
-        assert node.description, f"{key} has no description"
-        assert node.group_name == "raw"
-    assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def is not None
-    assert defs.resolve_job_def("ingest_job") is not None
+        assert graph.get(key).description, f"{key} has no description"
+    assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def == graph.get(dg.AssetKey("features")).partitions_def
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job"}
 
 
 def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):

@@ -135,10 +135,10 @@ def failure_model(
         f"hold-out macro F1 {report['macro_f1']:.3f} (minimum {config.min_macro_f1}, "
         f"majority-class baseline {baseline['macro_f1']:.3f})"
     )
-    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + context.run_id[:8]
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + context.run.run_id[:8]
     manifest = {
         "version": version,
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
         "trained_on": [str(split.train.agg(F.min("date")).first()[0]), str(split.train_last_day)],
         "held_out": [str(split.holdout_first_day), str(last_labelled)],
         "params": params.__dict__,
