@@ -128,6 +128,29 @@ def error_features(errors: DataFrame, first: date, end: date) -> DataFrame:
     return aged.groupBy("machine_id", "date").agg(*counts)
 
 
+def _timeline(observations: DataFrame, events: DataFrame, payload: Column) -> DataFrame:
+    """One timeline per machine of events (at their `datetime`, carrying `payload`) and observations
+    (at their `observed_at`, carrying their `date`), for window functions to walk in time order.
+
+    `order` puts an observation before an event at the same instant.
+    """
+    event_rows = events.select(
+        "machine_id",
+        F.col("datetime").alias("at"),
+        F.lit(1).alias("order"),
+        payload.alias("payload"),
+        F.lit(None).cast("date").alias("date"),
+    )
+    marks = observations.select(
+        "machine_id",
+        F.col("observed_at").alias("at"),
+        F.lit(0).alias("order"),
+        F.lit(None).cast(event_rows.schema["payload"].dataType).alias("payload"),
+        "date",
+    )
+    return event_rows.unionByName(marks)
+
+
 def replacement_features(observations: DataFrame, maintenance: DataFrame) -> DataFrame:
     """Days since each component's last replacement strictly before each observation.
 
@@ -135,25 +158,12 @@ def replacement_features(observations: DataFrame, maintenance: DataFrame) -> Dat
     each observation picks the last replacement of each component seen so far. At equal times the
     observation comes first, so a replacement at the very instant of the observation is not seen.
     """
-    events = maintenance.select(
-        "machine_id",
-        F.col("datetime").alias("at"),
-        F.lit(1).alias("order"),
-        "comp",
-        F.lit(None).cast("date").alias("date"),
-    )
-    marks = observations.select(
-        "machine_id",
-        F.col("observed_at").alias("at"),
-        F.lit(0).alias("order"),
-        F.lit(None).cast("string").alias("comp"),
-        "date",
-    )
+    timeline = _timeline(observations, maintenance, F.col("comp"))
     so_far = Window.partitionBy("machine_id").orderBy("at", "order").rowsBetween(Window.unboundedPreceding, 0)
     last_replaced = [
-        F.last(F.when(F.col("comp") == c, F.col("at")), ignorenulls=True).over(so_far).alias(c) for c in COMPONENTS
+        F.last(F.when(F.col("payload") == c, F.col("at")), ignorenulls=True).over(so_far).alias(c) for c in COMPONENTS
     ]
-    timeline = events.unionByName(marks).select("machine_id", "at", "date", *last_replaced)
+    timeline = timeline.select("machine_id", "at", "date", *last_replaced)
     days_since = [
         F.least(
             F.coalesce((F.col("at").cast("long") - F.col(c).cast("long")) / 86400.0, F.lit(MAX_DAYS_SINCE_REPLACEMENT)),
@@ -211,28 +221,14 @@ def label_observations(features: DataFrame, failures: DataFrame, observed_until:
     over one timeline of failures and observations per machine.
     """
     horizon_seconds = HORIZON_HOURS * 3600
-    failure_events = failures.select(
-        "machine_id",
-        F.col("datetime").alias("at"),
-        F.lit(1).alias("order"),
-        F.struct(F.col("datetime").alias("at"), F.col("failure").alias("comp")).alias("failure"),
-        F.lit(None).cast("date").alias("date"),
-    )
-    marks = features.select(
-        "machine_id",
-        F.col("observed_at").alias("at"),
-        F.lit(0).alias("order"),
-        F.lit(None).cast("struct<at:timestamp,comp:string>").alias("failure"),
-        "date",
-    )
+    failure = F.struct(F.col("datetime").alias("at"), F.col("failure").alias("comp"))
+    timeline = _timeline(features, failures, failure)
     ahead = (
         Window.partitionBy("machine_id")
-        .orderBy("at", "order", "failure.comp")
+        .orderBy("at", "order", "payload.comp")
         .rowsBetween(0, Window.unboundedFollowing)
     )
-    timeline = failure_events.unionByName(marks).withColumn(
-        "next_failure", F.first("failure", ignorenulls=True).over(ahead)
-    )
+    timeline = timeline.withColumn("next_failure", F.first("payload", ignorenulls=True).over(ahead))
     in_horizon = F.col("next_failure.at").cast("long") < F.col("at").cast("long") + horizon_seconds
     labels = timeline.where(F.col("date").isNotNull()).select(
         "machine_id",
