@@ -21,9 +21,7 @@ from __future__ import annotations
 import calendar
 import functools
 import math
-import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,6 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
+from batch_scoring.storage import write_single_csv
 from batch_scoring.tables import (
     COMPONENTS,
     ERROR_IDS,
@@ -347,23 +346,10 @@ def to_source_layout(df: DataFrame, table: SourceTable) -> DataFrame:
 def write_source_file(df: DataFrame, table: SourceTable, out_dir: Path, gzip: bool) -> Path:
     """Write one table as a single `PdM_<name>.csv[.gz]` file, ordered by its key, atomically."""
     source_names = {f.name: f.source for f in table.fields}
-    sort_keys = [source_names[name] for name in table.key]
-    ordered = to_source_layout(df, table).orderBy(*sort_keys)
+    ordered = to_source_layout(df, table).orderBy(*[source_names[name] for name in table.key])
     target = out_dir / f"{table.file_stems[0]}.csv{'.gz' if gzip else ''}"
     _remove_other_files(out_dir, table, keep=target.name)
-    staging = out_dir / f".{target.name}.{uuid.uuid4().hex}"
-    try:
-        (
-            ordered.coalesce(1)
-            .write.option("header", True)
-            .option("compression", "gzip" if gzip else "none")
-            .csv(str(staging))
-        )
-        (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
-        os.replace(part, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return write_single_csv(ordered, target, gzip)
 
 
 def write_fleet(fleet: Fleet, out_dir: Path, gzip: bool = False) -> dict[str, Path]:

@@ -125,3 +125,21 @@ class TableStore:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.rename(old, target)
+
+
+def write_single_csv(df: DataFrame, target: Path, gzip: bool = False) -> Path:
+    """Write `df`, in its order, as one CSV file with a header, replacing `target` atomically."""
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        (
+            df.coalesce(1)
+            .write.option("header", True)
+            .option("compression", "gzip" if gzip else "none")
+            .csv(str(staging))
+        )
+        (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
+        os.replace(part, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
