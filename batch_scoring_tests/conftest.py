@@ -1,10 +1,14 @@
 """Shared fixtures: one local Spark session for the whole test run, sized for a 2-core machine."""
 
+import shutil
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from batch_scoring.definitions import build_definitions
+from batch_scoring.partitions import partition_range_tags
 from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
 from batch_scoring.simulator import simulate_fleet, write_fleet
 from batch_scoring.spark import build_spark_session
@@ -46,3 +50,45 @@ def dagster_resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]
         "io_manager": ParquetIOManager(warehouse=warehouse),
         "model_io_manager": ModelIOManager(warehouse=warehouse),
     }
+
+
+FLEET_DAYS = ("2015-01-01", "2015-04-30")
+SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
+
+
+def all_assets():
+    return list(build_definitions().assets)
+
+
+def materialize(input_dir, warehouse, selection, model_config=None, run_config=None, raise_on_error=True, **kwargs):
+    """Materialize `selection` of the project's assets with the test resources (and a small forest)."""
+    ops = dict((run_config or {}).get("ops", {}))
+    if "failure_model" in {key.to_user_string() for a in selection for key in a.keys}:
+        ops["failure_model"] = {"config": {**SMALL_FOREST, **(model_config or {})}}
+    return dg.materialize(
+        all_assets(),
+        selection=selection,
+        resources=dagster_resources(input_dir, warehouse),
+        run_config={"ops": ops} if ops else None,
+        raise_on_error=raise_on_error,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def fleet_with_features(spark, tmp_path_factory):
+    """30 machines over 120 days (about 75 failures), ingested and turned into features.
+
+    Read-only: tests that write copy its warehouse first (`copy_warehouse`)."""
+    from batch_scoring.assets.features import features
+    from batch_scoring.assets.raw import RAW_ASSETS
+
+    root = tmp_path_factory.mktemp("fleet")
+    write_fleet(simulate_fleet(spark, machines=30, start=date(2015, 1, 1), days=120, seed=5), root / "input")
+    materialize(root / "input", root / "warehouse", [*RAW_ASSETS, features], tags=partition_range_tags(*FLEET_DAYS))
+    return root / "input", root / "warehouse"
+
+
+def copy_warehouse(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

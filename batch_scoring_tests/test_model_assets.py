@@ -1,8 +1,5 @@
 """features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
 
-from datetime import date
-
-import dagster as dg
 import pytest
 
 from batch_scoring.assets.features import features
@@ -11,34 +8,19 @@ from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.model_store import ModelNotUsable, ModelStore
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.simulator import simulate_fleet, write_fleet
 from batch_scoring.storage import TableStore
-from batch_scoring_tests.conftest import dagster_resources
-
-ASSETS = [*RAW_ASSETS, features, failure_model]
-FIRST, LAST = "2015-01-01", "2015-04-30"
-SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
+from batch_scoring_tests.conftest import copy_warehouse, materialize
 
 
-def run(input_dir, warehouse, selection, raise_on_error=True, model_config=None, **kwargs):
-    run_config = {"ops": {"failure_model": {"config": {**SMALL_FOREST, **(model_config or {})}}}}
-    return dg.materialize(
-        ASSETS,
-        selection=selection,
-        resources=dagster_resources(input_dir, warehouse),
-        run_config=run_config if failure_model in selection else None,
-        raise_on_error=raise_on_error,
-        **kwargs,
-    )
+def run(input_dir, warehouse, selection, **kwargs):
+    return materialize(input_dir, warehouse, selection, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def fleet_warehouse(spark, tmp_path_factory):
-    """30 machines over 120 days (about 75 failures), ingested and turned into features."""
-    root = tmp_path_factory.mktemp("fleet")
-    write_fleet(simulate_fleet(spark, machines=30, start=date(2015, 1, 1), days=120, seed=5), root / "input")
-    run(root / "input", root / "warehouse", [*RAW_ASSETS, features], tags=partition_range_tags(FIRST, LAST))
-    return root / "input", root / "warehouse"
+@pytest.fixture
+def fleet_warehouse(fleet_with_features, tmp_path):
+    """A copy of the shared fleet's warehouse, for tests that write to it."""
+    input_dir, warehouse = fleet_with_features
+    return input_dir, copy_warehouse(warehouse, tmp_path / "warehouse")
 
 
 def model_metadata(result):
@@ -46,15 +28,15 @@ def model_metadata(result):
     return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
 
 
-def test_features_cover_every_day_and_machine(spark, fleet_warehouse):
-    _, warehouse = fleet_warehouse
+def test_features_cover_every_day_and_machine(spark, fleet_with_features):
+    _, warehouse = fleet_with_features
     table = TableStore(spark, warehouse).read("features", FEATURES_SCHEMA)
     assert table.count() == 30 * 120
     assert table.select("date").distinct().count() == 120
 
 
-def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_warehouse, tmp_path):
-    input_dir, full = fleet_warehouse
+def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_with_features, tmp_path):
+    input_dir, full = fleet_with_features
     # a warehouse holding telemetry of 2015-03-08..10 only: the days the 72 h window of 2015-03-10 reaches
     run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
     run(input_dir, tmp_path, [features], partition_key="2015-03-10")
