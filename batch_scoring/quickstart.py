@@ -58,7 +58,19 @@ def run_quickstart(machines: int, start: date, days: int) -> int:
     )
     print()
     print(_summary(result))
-    return 0 if result.success else 1
+    if not result.success:
+        return 1
+    print(f"\nRunning daily_scoring_job for {last} ...")
+    scoring = (
+        build_definitions()
+        .resolve_job_def("daily_scoring_job")
+        .execute_in_process(
+            instance=_instance(), partition_key=last.isoformat(), run_config=QUIET_LOGS, raise_on_error=False
+        )
+    )
+    print()
+    print(_scoring_summary(scoring, warehouse_dir))
+    return 0 if scoring.success else 1
 
 
 def _summary(result: dg.ExecuteInProcessResult) -> str:
@@ -84,4 +96,31 @@ def _summary(result: dg.ExecuteInProcessResult) -> str:
         lines.append(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}: {check.description}")
     if not result.success:
         lines.append("\nThe run failed; see the messages above.")
+    return "\n".join(lines)
+
+
+def _scoring_summary(result: dg.ExecuteInProcessResult, warehouse_dir: Path) -> str:
+    """Where the day's predictions and worklist are, and the most urgent machines."""
+    latest = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        latest[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    if not result.success or "maintenance_worklist" not in latest:
+        return "The scoring run failed; see the messages above."
+    predictions, worklist = latest["daily_predictions"], latest["maintenance_worklist"]
+    shares = predictions["predicted_failure_share"]
+    lines = [
+        f"Predictions: {predictions['dagster/row_count']} machines scored with model {predictions['model_version']}, "
+        f"{next(iter(shares.values())):.0%} predicted to have a component fail within 7 days",
+        f"  Parquet: {predictions['path']}/date=<day>/",
+        f"Worklist: {worklist['dagster/row_count']} machines at failure probability >= "
+        f"{worklist['min_failure_probability']}",
+        f"  CSV: {worklist['csv_file']}",
+    ]
+    for record in worklist["most_urgent"].records[:5]:
+        row = record.data
+        lines.append(
+            f"  #{row['rank']} machine {row['machine_id']}: {row['likely_component']} "
+            f"(failure probability {row['failure_probability']:.2f})"
+        )
     return "\n".join(lines)

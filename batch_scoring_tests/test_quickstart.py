@@ -7,7 +7,7 @@ from batch_scoring.storage import TableStore
 from batch_scoring.tables import TELEMETRY
 
 
-def test_quickstart_simulates_ingests_builds_features_trains_and_reports(spark, tmp_path, monkeypatch, capsys):
+def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BATCH_SCORING_INPUT_DIR", str(tmp_path / "input"))
     monkeypatch.setenv("BATCH_SCORING_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -25,6 +25,10 @@ def test_quickstart_simulates_ingests_builds_features_trains_and_reports(spark, 
     (version,) = ModelStore(warehouse / "failure_model").versions()
     assert f"failure_model {version}: hold-out macro F1" in out
     assert "check usable_for_scoring: passed" in out
+    assert f"Predictions: 30 machines scored with model {version}" in out
+    assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
+    assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
+    assert TableStore(spark, warehouse).existing_partitions("daily_predictions") == ["2015-04-30"]
 
     assert main(["quickstart", "--machines", "30", "--days", "120"]) == 0
     assert f"Using the input files already in {tmp_path / 'input'}" in capsys.readouterr().out
