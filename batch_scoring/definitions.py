@@ -8,8 +8,9 @@ from batch_scoring.assets.features import features
 from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
-from batch_scoring.partitions import DAILY_PARTITIONS
+from batch_scoring.jobs import daily_scoring_job, daily_scoring_schedule, ingest_job, training_job
 from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.sensors import new_data_sensor
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
 WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
@@ -34,43 +35,13 @@ def build_resources() -> dict[str, object]:
     }
 
 
-ingest_job = dg.define_asset_job(
-    "ingest_job",
-    selection=dg.AssetSelection.groups("raw"),
-    description="Read the five input tables into the warehouse; for telemetry, the selected days.",
-)
-
-
-training_job = dg.define_asset_job(
-    "training_job",
-    selection=dg.AssetSelection.groups("raw", "features", "model"),
-    description="Ingest the selected days, build their features and train failure_model on them.",
-)
-
-
-daily_scoring_job = dg.define_asset_job(
-    "daily_scoring_job",
-    selection=dg.AssetSelection.groups("raw", "features", "scoring"),
-    partitions_def=DAILY_PARTITIONS,
-    description="Ingest a day, build its features, score it with the newest usable model, list machines for the crews.",
-)
-
-# Every day at 06:00 UTC, score the day that ended at midnight UTC (the newest complete partition).
-daily_scoring_schedule = dg.build_schedule_from_partitioned_job(
-    daily_scoring_job,
-    hour_of_day=6,
-    minute_of_hour=0,
-    name="daily_scoring_schedule",
-    description="At 06:00 UTC, runs daily_scoring_job for the previous day (UTC).",
-)
-
-
 def build_definitions() -> dg.Definitions:
     """The code location, configured from the environment as it is now."""
     return dg.Definitions(
         assets=[*RAW_ASSETS, features, failure_model, daily_predictions, maintenance_worklist],
         jobs=[ingest_job, training_job, daily_scoring_job],
         schedules=[daily_scoring_schedule],
+        sensors=[new_data_sensor],
         resources=build_resources(),
         # one process per run, so one SparkSession serves every step of a run
         executor=dg.in_process_executor,

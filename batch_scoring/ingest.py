@@ -8,6 +8,7 @@ Each row is either kept or quarantined with a reason; none is dropped without a 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 from dataclasses import dataclass
 from datetime import date
@@ -31,6 +32,10 @@ TIMESTAMP_FORMATS = (
 )
 
 
+DROPS_FOLDER = "daily"  # <input_dir>/daily/YYYY-MM-DD/ holds one day's drop
+DROP_READY_MARKER = "_SUCCESS"  # written last, once a drop's files are complete
+
+
 class InputFileError(ValueError):
     """An input file is missing, empty, ambiguous or lacks a column: nothing can be read from it."""
 
@@ -41,16 +46,60 @@ class NumberedLines:
     line_count: int
 
 
-def locate_source_file(input_dir: Path, table: SourceTable) -> Path:
-    """The one file holding `table` in `input_dir`, e.g. PdM_telemetry.csv or telemetry.csv.gz."""
-    found = [input_dir / name for name in table.file_names if (input_dir / name).is_file()]
-    looked_for = ", ".join(table.file_names)
-    if not found:
-        raise InputFileError(f"No {table.name} file in {input_dir}: looked for {looked_for}")
+@dataclass(frozen=True)
+class SourceFile:
+    """An input file to read. A daily drop holds one day's rows (`day`); a bulk file holds many days,
+    and rows of `superseded_days` in it are left to those days' drops."""
+
+    path: Path
+    day: date | None = None
+    superseded_days: tuple[date, ...] = ()
+
+
+def find_source_file(folder: Path, table: SourceTable) -> Path | None:
+    """The file holding `table` in `folder` (e.g. PdM_telemetry.csv or telemetry.csv.gz), if any."""
+    found = [folder / name for name in table.file_names if (folder / name).is_file()]
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise InputFileError(f"Several {table.name} files in {input_dir} ({names}): keep exactly one of {looked_for}")
-    return found[0]
+        raise InputFileError(
+            f"Several {table.name} files in {folder} ({names}): keep exactly one of {', '.join(table.file_names)}"
+        )
+    return found[0] if found else None
+
+
+def locate_source_file(folder: Path, table: SourceTable) -> Path:
+    """The one file holding `table` in `folder`; an error naming the folder and the names looked for."""
+    found = find_source_file(folder, table)
+    if found is None:
+        raise InputFileError(f"No {table.name} file in {folder}: looked for {', '.join(table.file_names)}")
+    return found
+
+
+def plan_sources(
+    input_dir: Path, drops: dict[date, Path], table: SourceTable, days: list[date] | None = None
+) -> list[SourceFile]:
+    """The files to read for `table`: the bulk file in `input_dir` and the daily drops.
+
+    A daily-partitioned table reads, for each of `days`, that day's drop if it has one, else the
+    bulk file (whose rows of those drop days are then superseded). Other tables read the bulk file
+    (when there is one) followed by every drop's file, in day order.
+    """
+    dropped = {day: path for day, folder in sorted(drops.items()) if (path := find_source_file(folder, table))}
+    if table.daily_partitioned:
+        dropped = {day: path for day, path in dropped.items() if day in (days or [])}
+        uncovered = [day for day in (days or []) if day not in dropped]
+        bulk_needed = bool(uncovered)
+    else:
+        uncovered, bulk_needed = [], not dropped
+    bulk = find_source_file(input_dir, table) if bulk_needed or not table.daily_partitioned else None
+    if bulk_needed and bulk is None:
+        days_text = f" for {uncovered[0]} .. {uncovered[-1]}" if uncovered else ""
+        raise InputFileError(
+            f"No {table.name} file{days_text} in {input_dir} (looked for {', '.join(table.file_names)}), "
+            f"nor in daily drops {input_dir}/{DROPS_FOLDER}/YYYY-MM-DD/"
+        )
+    sources = [SourceFile(bulk, superseded_days=tuple(dropped) if table.daily_partitioned else ())] if bulk else []
+    return sources + [SourceFile(path, day=day) for day, path in dropped.items()]
 
 
 def read_header(path: Path) -> list[str]:
@@ -134,45 +183,65 @@ def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Colum
     return problem
 
 
-def check_rows(
-    lines: DataFrame,
-    table: SourceTable,
-    source_file: str,
-    header: list[str],
-    known_machine_ids: DataFrame | None = None,
-    dates: tuple[date, date] | None = None,
-) -> DataFrame:
-    """Parse and check the data lines of one file.
+def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header: list[str], order: int) -> DataFrame:
+    """Parse the data lines of one file and apply the rules a row can break on its own.
 
-    Returns the table's columns plus `date`, `line_number`, `line`, `source_file` and the first
-    problem found (`reason`, `field`, `detail`; null for a kept row). With `dates` = [first, end),
-    only rows dated in that range, and rows whose date cannot be read, are returned.
-    With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
-    Of rows sharing the table's key, the first in the file is kept and the others quarantined.
+    Adds `source_file`, `file_order` (to rank duplicates across files), `day` (the partition a
+    row belongs to: the drop's day, else the row's own date) and `problem` (null for a good row).
     """
     positions = {name.lower(): i for i, name in enumerate(header)}
     missing = [f.source for f in table.fields if f.source.lower() not in positions]
     if missing:
         raise InputFileError(
-            f"{source_file}: no column {', '.join(missing)} in the header (found: {', '.join(header)})"
+            f"{source.path}: no column {', '.join(missing)} in the header (found: {', '.join(header)})"
         )
     # one column more than the header names, to catch lines with extra fields
     ddl = ", ".join(f"c{i} STRING" for i in range(len(header) + 1))
-    fields = F.from_csv(F.col("line"), ddl)
-    parsed = lines.where(F.col("line_number") > 1).withColumn("fields", fields)
+    parsed = lines.where(F.col("line_number") > 1).withColumn("fields", F.from_csv(F.col("line"), ddl))
     raw = {f.name: F.trim(F.col(f"fields.c{positions[f.source.lower()]}")) for f in table.fields}
     value = {f.name: _parsed_value(raw[f.name], f) for f in table.fields}
     problem = _problems(table, raw, value, F.col(f"fields.c{len(header)}"))
+    own_day = F.to_date(value["datetime"]) if "datetime" in value else F.lit(None).cast("date")
+    if source.day is not None:
+        wrong_day = F.struct(
+            F.lit("wrong_day").alias("reason"),
+            F.lit("datetime").alias("field"),
+            F.format_string(f"dated %s in the drop for {source.day}", own_day).alias("detail"),
+        )
+        problem = F.when(problem.isNull() & (own_day != F.lit(source.day)), wrong_day).otherwise(problem)
     checked = parsed.select(
         *[value[f.name].cast(f.spark_type).alias(f.name) for f in table.fields],
         "line_number",
         "line",
+        F.lit(str(source.path)).alias("source_file"),
+        F.lit(order).alias("file_order"),
+        (F.lit(source.day) if source.day is not None else own_day).alias("day"),
         problem.alias("problem"),
     )
+    if source.superseded_days:
+        checked = checked.where(F.col("day").isNull() | ~F.col("day").isin(*source.superseded_days))
+    return checked
+
+
+def check_parsed(
+    parsed: DataFrame,
+    table: SourceTable,
+    known_machine_ids: DataFrame | None = None,
+    dates: tuple[date, date] | None = None,
+) -> DataFrame:
+    """Apply the rules that look across rows to parsed rows of one or more files.
+
+    Returns the table's columns plus `line_number`, `line`, `source_file`, `day` and the first
+    problem found (`reason`, `field`, `detail`; null for a kept row). With `dates` = [first, end),
+    only rows whose day is in that range, and rows without a readable day, are returned.
+    With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
+    Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined.
+    """
+    checked = parsed
     if dates is not None:
         # rows of other days belong to other partitions; rows without a readable day stay here
         first, end = dates
-        day = F.to_date(F.col("datetime"))
+        day = F.col("day")
         checked = checked.where(day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end))))
     if table.daily_partitioned:
         checked = checked.withColumn("date", F.to_date(F.col("datetime")))
@@ -187,25 +256,60 @@ def check_rows(
             "problem",
             F.when(F.col("problem").isNull() & F.col("known_machine").isNull(), unknown).otherwise(F.col("problem")),
         )
-    first_line = F.min("line_number").over(Window.partitionBy(F.col("problem").isNull(), *table.key))
+    position = F.struct("file_order", "line_number", "source_file")
+    first = F.min(position).over(Window.partitionBy(F.col("problem").isNull(), *table.key))
+    where_first = F.when(first["source_file"] == F.col("source_file"), F.lit("")).otherwise(
+        F.concat(F.lit(" of "), first["source_file"])
+    )
     duplicate = F.struct(
         F.lit("duplicate").alias("reason"),
         F.lit(None).cast("string").alias("field"),
-        F.concat(F.lit("same key as line "), first_line.cast("string")).alias("detail"),
+        F.concat(F.lit("same key as line "), first["line_number"].cast("string"), where_first).alias("detail"),
     )
     checked = checked.withColumn(
         "problem",
-        F.when(F.col("problem").isNull() & (F.col("line_number") != first_line), duplicate).otherwise(F.col("problem")),
+        F.when(F.col("problem").isNull() & (position != first), duplicate).otherwise(F.col("problem")),
     )
     return checked.select(
         *table.column_names,
         "line_number",
         "line",
-        F.lit(source_file).alias("source_file"),
+        "source_file",
+        "day",
         F.col("problem.reason").alias("reason"),
         F.col("problem.field").alias("field"),
         F.col("problem.detail").alias("detail"),
     )
+
+
+def check_rows(
+    lines: DataFrame,
+    table: SourceTable,
+    source_file: str,
+    header: list[str],
+    known_machine_ids: DataFrame | None = None,
+    dates: tuple[date, date] | None = None,
+) -> DataFrame:
+    """Parse and check the data lines of one file (see `check_parsed`)."""
+    parsed = parse_file(lines, table, SourceFile(Path(source_file)), header, order=0)
+    return check_parsed(parsed, table, known_machine_ids, dates)
+
+
+def check_files(
+    spark: SparkSession,
+    table: SourceTable,
+    sources: list[SourceFile],
+    known_machine_ids: DataFrame | None = None,
+    dates: tuple[date, date] | None = None,
+) -> DataFrame:
+    """Read, parse and check several files of one table together (see `check_parsed`)."""
+    parsed = []
+    for order, source in enumerate(sources):
+        numbered = numbered_lines(spark, source.path)
+        if table.requires_rows and numbered.line_count < 2:
+            raise InputFileError(f"{source.path} has a header but no {table.name} rows")
+        parsed.append(parse_file(numbered.lines, table, source, read_header(source.path), order))
+    return check_parsed(functools.reduce(DataFrame.unionByName, parsed), table, known_machine_ids, dates)
 
 
 def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
@@ -214,9 +318,7 @@ def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
 
 def quarantined_rows(checked: DataFrame) -> DataFrame:
     """Rejected rows in the quarantine layout; `date` is the row's day, or `undated`."""
-    day = F.lit(UNDATED)
-    if "datetime" in checked.columns:
-        day = F.coalesce(F.date_format(F.col("datetime"), "yyyy-MM-dd"), day)
+    day = F.coalesce(F.date_format(F.col("day"), "yyyy-MM-dd"), F.lit(UNDATED))
     return checked.where(F.col("reason").isNotNull()).select(
         *[F.col(f.name) if f.name != "date" else day.alias("date") for f in QUARANTINE_SCHEMA.fields]
     )

@@ -1,5 +1,6 @@
 """Dagster resources: the Spark session, the input folder and the warehouse, and the Parquet IO manager."""
 
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -7,7 +8,7 @@ from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from batch_scoring.ingest import locate_source_file
+from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER, SourceFile, plan_sources
 from batch_scoring.metadata import COLUMN_SCHEMA_KEY, spark_schema, table_metadata
 from batch_scoring.model_store import ModelStore, TrainedModel
 from batch_scoring.spark import build_spark_session
@@ -40,12 +41,32 @@ class SparkResource(dg.ConfigurableResource):
 
 
 class InputFiles(dg.ConfigurableResource):
-    """The folder holding the five input tables (`PdM_<name>.csv` or `<name>.csv`, maybe gzipped)."""
+    """The input folder: the five tables (`PdM_<name>.csv` or `<name>.csv`, maybe gzipped), and
+    daily drops in `daily/YYYY-MM-DD/` (the same file names, plus a `_SUCCESS` marker written last)."""
 
     input_dir: str = Field(description="Folder of the input CSV files (BATCH_SCORING_INPUT_DIR).")
 
-    def locate(self, table: SourceTable) -> Path:
-        return locate_source_file(Path(self.input_dir), table)
+    @property
+    def drops_dir(self) -> Path:
+        return Path(self.input_dir) / DROPS_FOLDER
+
+    def drop_folders(self) -> dict[date, Path]:
+        """Every folder in the drops folder named by a day, ready or not."""
+        if not self.drops_dir.is_dir():
+            return {}
+        folders = {}
+        for folder in self.drops_dir.iterdir():
+            try:
+                folders[date.fromisoformat(folder.name)] = folder
+            except ValueError:
+                continue  # not a drop: the sensor's skip reason does not count it either
+        return dict(sorted(folders.items()))
+
+    def ready_drops(self) -> dict[date, Path]:
+        return {day: f for day, f in self.drop_folders().items() if (f / DROP_READY_MARKER).exists()}
+
+    def sources(self, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
+        return plan_sources(Path(self.input_dir), self.ready_drops(), table, days)
 
 
 class Warehouse(dg.ConfigurableResource):

@@ -1,17 +1,12 @@
 """Ingest assets: the five input tables, typed and checked, with rejected rows quarantined."""
 
+from datetime import date
+
 import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from batch_scoring.ingest import (
-    InputFileError,
-    check_rows,
-    kept_rows,
-    numbered_lines,
-    quarantined_rows,
-    read_header,
-)
+from batch_scoring.ingest import check_files, kept_rows, quarantined_rows
 from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, days_without_rows, table_value
 from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 from batch_scoring.resources import InputFiles, SparkResource, Warehouse
@@ -47,17 +42,14 @@ def ingest(
     A daily-partitioned table keeps the rows dated in the run's partitions (one run can cover a
     range); its quarantine is partitioned alike, with unreadable dates under `date=undated`.
     """
-    path = input_files.locate(table)
-    header = read_header(path)
-    numbered = numbered_lines(spark.get_session(), path)
-    if table.requires_rows and numbered.line_count < 2:
-        raise InputFileError(f"{path} has a header but no {table.name} rows")
-    dates, partitions = None, None
+    dates, partitions, days = None, None, None
     if table.daily_partitioned:
         window = context.partition_time_window
         dates = (window.start.date(), window.end.date())
         partitions = [*context.partition_keys, UNDATED]
-    checked = check_rows(numbered.lines, table, str(path), header, known_machine_ids, dates).persist(
+        days = [date.fromisoformat(key) for key in context.partition_keys]
+    sources = input_files.sources(table, days)
+    checked = check_files(spark.get_session(), table, sources, known_machine_ids, dates).persist(
         StorageLevel.MEMORY_AND_DISK
     )
     by_reason = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
@@ -66,7 +58,7 @@ def ingest(
     store = warehouse.store()
     store.write(quarantine_table(table), quarantined_rows(checked), partitions)
     metadata: dict[str, object] = {
-        "source_file": dg.MetadataValue.path(str(path)),
+        "source_files": dg.MetadataValue.json([str(source.path) for source in sources]),
         "rows_read": dg.MetadataValue.int(kept + quarantined),
         "rows_kept": dg.MetadataValue.int(kept),
         "rows_quarantined": dg.MetadataValue.int(quarantined),
@@ -79,7 +71,8 @@ def ingest(
         if kept == 0:
             raise dg.Failure(
                 description=(
-                    f"No {table.name} rows dated {dates[0]} to {dates[1]} (exclusive) in {path}: "
+                    f"No {table.name} rows dated {dates[0]} to {dates[1]} (exclusive) in "
+                    f"{', '.join(str(source.path) for source in sources)}: "
                     f"{quarantined} rows of those days or undated were quarantined; nothing to ingest"
                 ),
                 metadata=metadata,
