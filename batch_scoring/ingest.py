@@ -206,7 +206,7 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         wrong_day = F.struct(
             F.lit("wrong_day").alias("reason"),
             F.lit("datetime").alias("field"),
-            F.format_string(f"dated %s in the drop for {source.day}", own_day).alias("detail"),
+            F.format_string(f"dated %s in the drop for {source.day}", own_day.cast("string")).alias("detail"),
         )
         problem = F.when(problem.isNull() & (own_day != F.lit(source.day)), wrong_day).otherwise(problem)
     checked = parsed.select(

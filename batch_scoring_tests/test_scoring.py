@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 
 from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
-from batch_scoring.jobs import daily_scoring_schedule
 from batch_scoring.features import FEATURES_SCHEMA
+from batch_scoring.jobs import daily_scoring_schedule
 from batch_scoring.model_store import ModelStore
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts

@@ -1,0 +1,137 @@
+"""Daily drops: which files a run reads, what the sensor asks for, and a drop ingested for real."""
+
+import os
+import shutil
+from datetime import date
+
+import dagster as dg
+import pytest
+from pyspark.sql import functions as F
+
+from batch_scoring.assets.raw import RAW_ASSETS, raw_errors, raw_machines, raw_telemetry
+from batch_scoring.ingest import InputFileError, SourceFile, plan_sources
+from batch_scoring.resources import InputFiles
+from batch_scoring.sensors import new_data_sensor
+from batch_scoring.storage import TableStore
+from batch_scoring.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring_tests.conftest import dagster_resources
+
+D1, D2, D3 = date(2015, 1, 4), date(2015, 1, 5), date(2015, 1, 6)
+
+
+def drop(input_dir, day, files: dict[str, str], ready=True):
+    folder = input_dir / "daily" / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    if ready:
+        (folder / "_SUCCESS").write_text("")
+    return folder
+
+
+def test_telemetry_reads_each_day_s_drop_and_the_bulk_file_for_the_other_days(tmp_path):
+    (tmp_path / "PdM_telemetry.csv").write_text("x")
+    drop(tmp_path, D2, {"telemetry.csv": "x"})
+    drop(tmp_path, D3, {"telemetry.csv": "x"})
+    drops = InputFiles(input_dir=str(tmp_path)).ready_drops()
+    assert plan_sources(tmp_path, drops, TELEMETRY, [D1, D2]) == [
+        SourceFile(tmp_path / "PdM_telemetry.csv", superseded_days=(D2,)),
+        SourceFile(tmp_path / "daily" / "2015-01-05" / "telemetry.csv", day=D2),
+    ]
+    # every day has its drop: the bulk file is not read at all
+    assert plan_sources(tmp_path, drops, TELEMETRY, [D2, D3]) == [
+        SourceFile(tmp_path / "daily" / "2015-01-05" / "telemetry.csv", day=D2),
+        SourceFile(tmp_path / "daily" / "2015-01-06" / "telemetry.csv", day=D3),
+    ]
+
+
+def test_event_tables_read_the_bulk_file_then_every_drop_in_day_order(tmp_path):
+    (tmp_path / "errors.csv").write_text("x")
+    drop(tmp_path, D3, {"PdM_errors.csv": "x"})
+    drop(tmp_path, D1, {"errors.csv.gz": "x"})
+    drop(tmp_path, D2, {"PdM_telemetry.csv": "x"})  # no errors in this drop
+    drop(tmp_path, date(2015, 1, 7), {"errors.csv": "x"}, ready=False)  # not complete yet
+    drops = InputFiles(input_dir=str(tmp_path)).ready_drops()
+    assert [(s.path.relative_to(tmp_path).as_posix(), s.day) for s in plan_sources(tmp_path, drops, ERRORS)] == [
+        ("errors.csv", None),
+        ("daily/2015-01-04/errors.csv.gz", D1),
+        ("daily/2015-01-06/PdM_errors.csv", D3),
+    ]
+
+
+def test_a_day_with_neither_drop_nor_bulk_file_is_an_error_saying_where_it_looked(tmp_path):
+    with pytest.raises(InputFileError, match=r"No telemetry file for 2015-01-04 .. 2015-01-04 in .*daily drops"):
+        plan_sources(tmp_path, {}, TELEMETRY, [D1])
+
+
+def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp_path):
+    input_dir = tmp_path / "input"
+    shutil.copytree(small_fleet_dir, input_dir)
+    header = "datetime,machineID,volt,rotate,pressure,vibration"
+    readings = [f"2015-01-05 {h:02d}:00:00,{m},999.0,450,100,40" for m in range(1, 7) for h in range(24)]
+    drop(
+        input_dir,
+        D2,
+        {
+            "PdM_telemetry.csv": "\n".join([header, *readings, "2015-01-09 00:00:00,1,170,450,100,40"]) + "\n",
+            "PdM_errors.csv": "datetime,machineID,errorID\n2015-01-05 13:00:00,2,error4\n",
+        },
+    )
+    warehouse = tmp_path / "warehouse"
+    resources = dagster_resources(input_dir, warehouse)
+    dg.materialize(RAW_ASSETS, selection=[raw_machines, raw_errors], resources=resources)
+    dg.materialize(RAW_ASSETS, selection=[raw_telemetry], resources=resources, partition_key="2015-01-05")
+    store = TableStore(spark, warehouse)
+    day = store.read("raw_telemetry", TELEMETRY.schema, ["2015-01-05"])
+    assert day.count() == 6 * 24 and day.where(F.col("volt") != 999.0).count() == 0  # from the drop only
+    (quarantined,) = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA).collect()
+    assert (quarantined.reason, quarantined.detail, quarantined.line_number, quarantined.date) == (
+        "wrong_day",
+        "dated 2015-01-09 in the drop for 2015-01-05",
+        146,
+        "2015-01-05",
+    )
+    errors = store.read("raw_errors", ERRORS.schema)
+    assert (
+        errors.where((F.col("machine_id") == 2) & (F.col("error_id") == "error4") & (F.hour("datetime") == 13)).count()
+        == 1
+    )
+
+
+def evaluate(input_dir, cursor=None):
+    context = dg.build_sensor_context(cursor=cursor, resources={"input_files": InputFiles(input_dir=str(input_dir))})
+    return new_data_sensor(context), context.cursor
+
+
+def test_the_sensor_runs_each_ready_drop_once_and_says_why_it_skips(tmp_path):
+    result, cursor = evaluate(tmp_path)
+    assert isinstance(result, dg.SkipReason) and "No daily drops in" in result.skip_message
+
+    drop(tmp_path, D1, {"PdM_telemetry.csv": "a"})
+    drop(tmp_path, D2, {"PdM_errors.csv": "b"})
+    drop(tmp_path, D3, {"PdM_telemetry.csv": "c"}, ready=False)
+    requests, cursor = evaluate(tmp_path)
+    assert [(r.partition_key, r.run_key.split(":")[0]) for r in requests] == [
+        ("2015-01-04", "2015-01-04"),
+        ("2015-01-05", "2015-01-05"),
+    ]
+
+    result, cursor_after = evaluate(tmp_path, cursor)
+    assert isinstance(result, dg.SkipReason)
+    assert "No new or changed drops" in result.skip_message and "2 handled so far" in result.skip_message
+    assert "waiting for _SUCCESS in 2015-01-06" in result.skip_message
+    assert cursor_after == cursor
+
+    (tmp_path / "daily" / "2015-01-06" / "_SUCCESS").write_text("")
+    redelivered = tmp_path / "daily" / "2015-01-04" / "PdM_telemetry.csv"
+    redelivered.write_text("a corrected file")
+    os.utime(redelivered, ns=(1, 2))
+    requests, _ = evaluate(tmp_path, cursor)
+    assert sorted(r.partition_key for r in requests) == ["2015-01-04", "2015-01-06"]
+
+
+def test_the_sensor_skips_drops_outside_the_partitions_and_says_so(tmp_path):
+    drop(tmp_path, date(2014, 12, 30), {"PdM_telemetry.csv": "a"})
+    result, _ = evaluate(tmp_path)
+    assert isinstance(result, dg.SkipReason)
+    assert "outside the daily partitions (2015-01-01 to yesterday): 2014-12-30" in result.skip_message
