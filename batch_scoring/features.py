@@ -29,7 +29,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.tables import COMPONENTS, ERROR_IDS, SENSORS
+from batch_scoring.tables import COMPONENTS, ERROR_IDS, SENSORS, required_schema
 
 TELEMETRY_LOOKBACK_HOURS = (3, 24, 72)
 ERROR_LOOKBACK_HOURS = 24
@@ -55,14 +55,12 @@ REPLACEMENT_FEATURES = [f"days_since_{c}_replacement" for c in COMPONENTS]
 NUMERIC_FEATURES = [*TELEMETRY_FEATURES, "telemetry_hours_24h", *ERROR_FEATURES, *REPLACEMENT_FEATURES, "age"]
 CATEGORICAL_FEATURES = ["model"]
 
-FEATURES_SCHEMA = T.StructType(
-    [
-        T.StructField("machine_id", T.IntegerType(), nullable=False),
-        T.StructField("observed_at", T.TimestampType(), nullable=False),
-        T.StructField("model", T.StringType(), nullable=False),
-        *[T.StructField(name, T.DoubleType(), nullable=False) for name in NUMERIC_FEATURES],
-        T.StructField("date", T.DateType(), nullable=False),
-    ]
+FEATURES_SCHEMA = required_schema(
+    ("machine_id", T.IntegerType()),
+    ("observed_at", T.TimestampType()),
+    ("model", T.StringType()),
+    *[(name, T.DoubleType()) for name in NUMERIC_FEATURES],
+    ("date", T.DateType()),
 )
 
 

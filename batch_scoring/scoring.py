@@ -15,31 +15,28 @@ from pyspark.sql import types as T
 
 from batch_scoring.features import CLASSES
 from batch_scoring.model import FAILURE_CLASSES, PROBABILITY_COLUMNS, predict
+from batch_scoring.tables import required_schema
 
-PREDICTIONS_SCHEMA = T.StructType(
-    [
-        T.StructField("machine_id", T.IntegerType(), nullable=False),
-        T.StructField("observed_at", T.TimestampType(), nullable=False),
-        T.StructField("predicted_component", T.StringType(), nullable=False),
-        *[T.StructField(name, T.DoubleType(), nullable=False) for name in PROBABILITY_COLUMNS],
-        T.StructField("failure_probability", T.DoubleType(), nullable=False),
-        T.StructField("model_version", T.StringType(), nullable=False),
-        T.StructField("scored_at", T.TimestampType(), nullable=False),
-        T.StructField("date", T.DateType(), nullable=False),
-    ]
+PREDICTIONS_SCHEMA = required_schema(
+    ("machine_id", T.IntegerType()),
+    ("observed_at", T.TimestampType()),
+    ("predicted_component", T.StringType()),
+    *[(name, T.DoubleType()) for name in PROBABILITY_COLUMNS],
+    ("failure_probability", T.DoubleType()),
+    ("model_version", T.StringType()),
+    ("scored_at", T.TimestampType()),
+    ("date", T.DateType()),
 )
 
-WORKLIST_SCHEMA = T.StructType(
-    [
-        T.StructField("rank", T.IntegerType(), nullable=False),
-        T.StructField("machine_id", T.IntegerType(), nullable=False),
-        T.StructField("likely_component", T.StringType(), nullable=False),
-        T.StructField("component_probability", T.DoubleType(), nullable=False),
-        T.StructField("failure_probability", T.DoubleType(), nullable=False),
-        T.StructField("observed_at", T.TimestampType(), nullable=False),
-        T.StructField("model_version", T.StringType(), nullable=False),
-        T.StructField("date", T.DateType(), nullable=False),
-    ]
+WORKLIST_SCHEMA = required_schema(
+    ("rank", T.IntegerType()),
+    ("machine_id", T.IntegerType()),
+    ("likely_component", T.StringType()),
+    ("component_probability", T.DoubleType()),
+    ("failure_probability", T.DoubleType()),
+    ("observed_at", T.TimestampType()),
+    ("model_version", T.StringType()),
+    ("date", T.DateType()),
 )
 
 PROBABILITY_TOLERANCE = 1e-6

@@ -26,6 +26,11 @@ _SPARK_TYPES: dict[FieldKind, T.DataType] = {
 }
 
 
+def required_schema(*columns: tuple[str, T.DataType]) -> T.StructType:
+    """A schema whose columns are all non-nullable, from (name, type) pairs."""
+    return T.StructType([T.StructField(name, data_type, nullable=False) for name, data_type in columns])
+
+
 @dataclass(frozen=True)
 class SourceField:
     """A column of an input file: its header name there and its name and type in the warehouse."""

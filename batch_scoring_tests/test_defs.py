@@ -8,7 +8,7 @@ import dagster as dg
 import batch_scoring.definitions
 
 
-def test_definitions_load_without_warnings_and_hold_the_raw_assets():
+def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and_sensor():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module = importlib.reload(batch_scoring.definitions)
@@ -24,11 +24,15 @@ def test_definitions_load_without_warnings_and_hold_the_raw_assets():
         "raw_failures": "raw",
         "features": "features",
         "failure_model": "model",
+        "daily_predictions": "scoring",
+        "maintenance_worklist": "scoring",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
     assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def == graph.get(dg.AssetKey("features")).partitions_def
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job", "daily_scoring_job"}
+    assert [s.name for s in defs.schedules] == ["daily_scoring_schedule"]
+    assert [s.name for s in defs.sensors] == ["new_data_sensor"]
 
 
 def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):

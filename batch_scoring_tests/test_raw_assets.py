@@ -94,5 +94,7 @@ def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir,
 
 def test_a_missing_input_file_fails_the_run_naming_folder_and_file_names(tmp_path):
     (tmp_path / "input").mkdir()
-    with pytest.raises(Exception, match=r"No machines file in .*input: looked for PdM_machines\.csv"):
+    with pytest.raises(
+        Exception, match=r"No machines file in .*input \(looked for PdM_machines\.csv, .*nor in daily drops"
+    ):
         materialize_raw(tmp_path / "input", tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))

@@ -4,9 +4,10 @@ import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
+from batch_scoring.assets.common import table_asset_args
 from batch_scoring.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS, build_features
-from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, days_without_rows
-from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, daily_lookback
+from batch_scoring.metadata import days_without_rows
+from batch_scoring.partitions import daily_lookback
 
 
 @dg.asset(
@@ -16,10 +17,7 @@ from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, da
         "statistics over 3 h, 24 h and 72 h, error counts over 24 h, days since each component's replacement, "
         "machine model and age. Reads a bounded lookback of raw telemetry, never the whole history."
     ),
-    kinds={"spark", "parquet"},
-    partitions_def=DAILY_PARTITIONS,
-    backfill_policy=SPARK_BACKFILL_POLICY,
-    metadata={COLUMN_SCHEMA_KEY: column_schema(FEATURES_SCHEMA)},
+    **table_asset_args(FEATURES_SCHEMA, daily=True),
     # a day's features read that day's telemetry and the days its longest window reaches back to
     ins={"raw_telemetry": dg.AssetIn(partition_mapping=daily_lookback(TELEMETRY_LOOKBACK_DAYS))},
 )

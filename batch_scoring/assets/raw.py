@@ -6,9 +6,9 @@ import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
+from batch_scoring.assets.common import table_asset_args
 from batch_scoring.ingest import check_files, kept_rows, quarantined_rows
-from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, days_without_rows, table_value
-from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
+from batch_scoring.metadata import days_without_rows, table_value
 from batch_scoring.resources import InputFiles, SparkResource, Warehouse
 from batch_scoring.tables import (
     ERRORS,
@@ -82,15 +82,8 @@ def ingest(
 
 
 def _asset_args(table: SourceTable, description: str) -> dict[str, object]:
-    partitioned = table.daily_partitioned
-    return dict(
-        name=table.asset,
-        group_name=GROUP,
-        description=description,
-        kinds={"spark", "parquet"},
-        metadata={COLUMN_SCHEMA_KEY: column_schema(table.schema)},
-        partitions_def=DAILY_PARTITIONS if partitioned else None,
-        backfill_policy=SPARK_BACKFILL_POLICY if partitioned else None,
+    return table_asset_args(
+        table.schema, table.daily_partitioned, name=table.asset, group_name=GROUP, description=description
     )
 
 

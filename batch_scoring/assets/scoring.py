@@ -11,9 +11,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from batch_scoring.metadata import COLUMN_SCHEMA_KEY, column_schema, preview
+from batch_scoring.assets.common import table_asset_args
+from batch_scoring.metadata import preview
 from batch_scoring.model_store import TrainedModel
-from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 from batch_scoring.resources import Warehouse
 from batch_scoring.scoring import (
     PREDICTIONS_SCHEMA,
@@ -43,10 +43,7 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
         "each class's probability, the probability that any component fails, the model version used and when "
         "it was scored."
     ),
-    kinds={"spark", "parquet"},
-    partitions_def=DAILY_PARTITIONS,
-    backfill_policy=SPARK_BACKFILL_POLICY,
-    metadata={COLUMN_SCHEMA_KEY: column_schema(PREDICTIONS_SCHEMA)},
+    **table_asset_args(PREDICTIONS_SCHEMA, daily=True),
     check_specs=[
         dg.AssetCheckSpec(
             "one_row_per_active_machine",
@@ -142,10 +139,7 @@ def write_worklist_csv(rows: list[dict], target: Path) -> Path:
         "threshold, most urgent first, with the likeliest component. Also written as "
         f"<warehouse>/{WORKLIST_FOLDER}/maintenance_worklist_YYYY-MM-DD.csv."
     ),
-    kinds={"spark", "parquet", "csv"},
-    partitions_def=DAILY_PARTITIONS,
-    backfill_policy=SPARK_BACKFILL_POLICY,
-    metadata={COLUMN_SCHEMA_KEY: column_schema(WORKLIST_SCHEMA)},
+    **table_asset_args(WORKLIST_SCHEMA, daily=True, kinds={"spark", "parquet", "csv"}),
 )
 def maintenance_worklist(
     context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame, warehouse: Warehouse
