@@ -35,7 +35,10 @@ TELEMETRY_LOOKBACK_HOURS = (3, 24, 72)
 ERROR_LOOKBACK_HOURS = 24
 MAX_DAYS_SINCE_REPLACEMENT = 365.0
 HORIZON_HOURS = 168
-FEATURE_DECIMALS = 6  # the input's own precision
+# Readings are summed as exact decimals (to the data set's 6 decimals), so a mean or standard
+# deviation does not depend on the order in which Spark adds up partial sums: reruns and
+# backfills give identical rows (floating-point sums differed in the last bits).
+EXACT_READING = "decimal(12,6)"
 STATISTICS = ("mean", "std", "min", "max")
 CLASSES = ("none", *COMPONENTS)
 
@@ -94,16 +97,35 @@ def telemetry_features(telemetry: DataFrame, first: date, end: date) -> DataFram
     """(machine_id, date, sensor statistics per window, telemetry_hours_24h) for days in [first, end)."""
     aged = _aged(telemetry, max(TELEMETRY_LOOKBACK_HOURS), first, end)
     aggregates = [F.count(F.when(F.col("age_hours") <= 24, 1)).cast("double").alias("telemetry_hours_24h")]
+    moments = []
     for hours in TELEMETRY_LOOKBACK_HOURS:
         for sensor in SENSORS:
-            value = F.when(F.col("age_hours") <= hours, F.col(sensor))
+            reading = F.when(F.col("age_hours") <= hours, F.col(sensor).cast(EXACT_READING))
+            n, total, squares = (f"{sensor_feature(sensor, part, hours)}" for part in ("n", "sum", "sumsq"))
             aggregates += [
-                F.avg(value).alias(sensor_feature(sensor, "mean", hours)),
-                F.stddev_samp(value).alias(sensor_feature(sensor, "std", hours)),
-                F.min(value).alias(sensor_feature(sensor, "min", hours)),
-                F.max(value).alias(sensor_feature(sensor, "max", hours)),
+                F.count(reading).alias(n),
+                F.sum(reading).alias(total),
+                F.sum(reading * reading).alias(squares),
+                F.min(reading).cast("double").alias(sensor_feature(sensor, "min", hours)),
+                F.max(reading).cast("double").alias(sensor_feature(sensor, "max", hours)),
             ]
-    raw = aged.groupBy("machine_id", "date").agg(*aggregates).where(F.col("telemetry_hours_24h") > 0)
+            mean = F.when(F.col(n) > 0, F.col(total) / F.col(n))
+            variance = F.when(F.col(n) > 1, (F.col(squares) - F.col(total) * F.col(total) / F.col(n)) / (F.col(n) - 1))
+            moments += [
+                mean.cast("double").alias(sensor_feature(sensor, "mean", hours)),
+                # exact sums rounded to 6 places can leave a tiny negative variance for equal readings
+                F.sqrt(F.when(variance < 0, 0.0).otherwise(variance.cast("double"))).alias(
+                    sensor_feature(sensor, "std", hours)
+                ),
+                F.col(sensor_feature(sensor, "min", hours)),
+                F.col(sensor_feature(sensor, "max", hours)),
+            ]
+    raw = (
+        aged.groupBy("machine_id", "date")
+        .agg(*aggregates)
+        .where(F.col("telemetry_hours_24h") > 0)
+        .select("machine_id", "date", "telemetry_hours_24h", *moments)
+    )
     filled = []
     for position, hours in enumerate(TELEMETRY_LOOKBACK_HOURS):
         longer = TELEMETRY_LOOKBACK_HOURS[position + 1 :]
@@ -196,14 +218,7 @@ def build_features(
         .join(machines.select("machine_id", "model", F.col("age").cast("double").alias("age")), "machine_id")
         .fillna(0.0, subset=ERROR_FEATURES)
     )
-    return rows.select(*[_stored(f) for f in FEATURES_SCHEMA.fields])
-
-
-def _stored(field: T.StructField) -> Column:
-    """A feature column as stored: doubles rounded to `FEATURE_DECIMALS`, so a day's rows do not
-    depend on the order in which Spark happened to add up partial sums (reruns and backfills match)."""
-    column = F.col(field.name).cast(field.dataType)
-    return F.round(column, FEATURE_DECIMALS).alias(field.name) if field.dataType == T.DoubleType() else column
+    return rows.select(*[F.col(f.name).cast(f.dataType) for f in FEATURES_SCHEMA.fields])
 
 
 def telemetry_days_needed(first: date, end: date) -> tuple[date, date]:

@@ -158,3 +158,21 @@ def test_build_features_gives_one_complete_row_per_active_machine_in_schema_orde
     assert (rows[2].model, rows[2].age, rows[2].date, rows[2].observed_at) == ("model1", 4.0, DAY, OBSERVED_AT)
     assert rows[1].error1_count_24h == 0.0
     assert rows[1].volt_mean_3h == pytest.approx(170 + 22)
+
+
+def test_features_do_not_depend_on_how_spark_splits_the_readings(spark):
+    # 6-decimal readings whose means over 24 and 72 readings end in ...5 at the 7th decimal, where
+    # floating-point sums in another order used to round the other way
+    readings = [
+        (m, datetime(2015, 1, 8) + timedelta(hours=h), 170.000001 + (h % 2) * 0.000001 + m * 1e-6)
+        for m in (1, 2, 3)
+        for h in range(72)
+    ]
+    telemetry = telemetry_rows(spark, readings)
+    results = [
+        sorted(tuple(r) for r in telemetry_features(telemetry.repartition(n, "datetime"), DAY, NEXT_DAY).collect())
+        for n in (1, 7)
+    ]
+    assert results[0] == results[1]
+    row = one_row(telemetry_features(telemetry, DAY, NEXT_DAY), machine_id=1)
+    assert row["volt_mean_24h"] == 170.0000025  # exactly half-way at the 7th decimal, not rounded away
