@@ -149,7 +149,7 @@ def maintenance_worklist(
     for day in _days(context):
         # a day's list is bounded by the fleet's size
         day_rows = [r.asDict() for r in rows.where(F.col("date") == F.lit(day)).orderBy("rank").collect()]
-        target = Path(warehouse.root) / WORKLIST_FOLDER / f"maintenance_worklist_{day.isoformat()}.csv"
+        target = Path(warehouse.root).absolute() / WORKLIST_FOLDER / f"maintenance_worklist_{day.isoformat()}.csv"
         csv_files[day.isoformat()] = str(write_worklist_csv(day_rows, target))
         counts[day.isoformat()] = len(day_rows)
     last_day = _days(context)[-1]
