@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -37,7 +38,15 @@ DROP_READY_MARKER = "_SUCCESS"  # written last, once a drop's files are complete
 
 
 class InputFileError(ValueError):
-    """An input file is missing, empty, ambiguous or lacks a column: nothing can be read from it."""
+    """An input file is missing, empty, ambiguous, unreadable or lacks a column: nothing can be read from it."""
+
+
+def _root_cause(error: Py4JJavaError) -> str:
+    """The innermost Java exception's message, e.g. `java.io.EOFException: Unexpected end of input stream`."""
+    cause = error.java_exception
+    while cause.getCause() is not None:
+        cause = cause.getCause()
+    return cause.toString()
 
 
 @dataclass(frozen=True)
@@ -126,12 +135,15 @@ def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
         F.col("_metadata.file_block_start").alias("block_start"),
         F.monotonically_increasing_id().alias("row_id"),
     )
-    blocks = sorted(
-        (row.block_start, row.first_row_id, row.lines)
-        for row in text.groupBy("block_start")
-        .agg(F.min("row_id").alias("first_row_id"), F.count("*").alias("lines"))
-        .collect()
-    )
+    try:  # this reads the whole file, so a truncated or corrupt one fails here
+        block_rows = (
+            text.groupBy("block_start")
+            .agg(F.min("row_id").alias("first_row_id"), F.count("*").alias("lines"))
+            .collect()
+        )
+    except Py4JJavaError as error:
+        raise InputFileError(f"{path}: cannot be read: {_root_cause(error)}") from error
+    blocks = sorted((row.block_start, row.first_row_id, row.lines) for row in block_rows)
     offsets, lines_before = [], 0
     for block_start, first_row_id, lines in blocks:
         offsets.append((block_start, first_row_id, lines_before))

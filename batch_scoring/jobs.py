@@ -2,8 +2,6 @@
 
 import dagster as dg
 
-from batch_scoring.partitions import DAILY_PARTITIONS
-
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups("raw"),
@@ -21,7 +19,6 @@ training_job = dg.define_asset_job(
 daily_scoring_job = dg.define_asset_job(
     "daily_scoring_job",
     selection=dg.AssetSelection.groups("raw", "features", "scoring"),
-    partitions_def=DAILY_PARTITIONS,
     description="Ingest a day, build its features, score it with the newest usable model, list machines for the crews.",
 )
 

@@ -7,7 +7,9 @@ A write never leaves a half-written table behind: Spark writes to a staging fold
 table, and only a finished write is moved into place, partition by partition, with two renames
 (old version aside, new version in). The renames run under a per-table file lock, so concurrent
 runs writing different partitions of one table do not interleave; a crash between the two renames
-leaves the old version aside, and the next read or write of the table moves it back.
+leaves the old version aside, and the next read or write of the table moves it back. A writer
+holds a lock on a claim file beside its staging folder; the next write of the table sweeps staging
+folders whose claim nobody holds, i.e. those of killed runs.
 """
 
 from __future__ import annotations
@@ -43,9 +45,7 @@ class TableStore:
         With `partitions`, rows are placed by their `date` column; a listed partition without
         rows becomes empty, and partitions not listed are left as they are.
         """
-        token = uuid.uuid4().hex
-        staging = self.root / ".staging" / name / token
-        try:
+        with self._claimed_staging(name) as (staging, token):
             if partitions is None:
                 df.write.mode("overwrite").parquet(str(staging))
                 with self._locked(name):
@@ -62,8 +62,6 @@ class TableStore:
                     staged = staging / f"{PARTITION_COLUMN}={partition}"
                     staged.mkdir(parents=True, exist_ok=True)
                     self._swap(staged, self.partition_path(name, partition), name, token)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def read(self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None) -> DataFrame:
         """Table `name` with an explicit schema; given `partitions`, only those (missing ones skipped)."""
@@ -97,6 +95,39 @@ class TableStore:
             os.rename(target, aside)
         os.rename(new, target)
         shutil.rmtree(aside, ignore_errors=True)
+
+    @contextmanager
+    def _claimed_staging(self, name: str) -> Iterator[tuple[Path, str]]:
+        """A new staging folder for one write, and its token. The claim file appears already locked
+        (locked under a temporary name, then renamed), so a claim nobody holds is a dead writer's."""
+        folder = self.root / ".staging" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging(folder)
+        token = uuid.uuid4().hex
+        staging, claim, pending = folder / token, folder / f"{token}.claim", folder / f".{token}.pending"
+        with open(pending, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            os.rename(pending, claim)
+            try:
+                yield staging, token
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+                claim.unlink(missing_ok=True)
+
+    @staticmethod
+    def _sweep_staging(folder: Path) -> None:
+        """Remove the staging folders of writers that died: their claim is unlocked or gone."""
+        for claim in folder.glob("*.claim"):
+            with open(claim, "a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is still at work
+                shutil.rmtree(folder / claim.stem, ignore_errors=True)
+                claim.unlink(missing_ok=True)
+        for staging in folder.iterdir():
+            if staging.is_dir() and not (folder / f"{staging.name}.claim").exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def _aside_folder(self, name: str) -> Path:
         return self.root / ".aside" / name

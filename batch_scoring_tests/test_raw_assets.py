@@ -55,7 +55,9 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
         telemetry.write("yesterday,1,170,450,100,40\n")  # no readable date
     with open(input_dir / "PdM_errors.csv", "a") as errors:
         errors.write("2015-01-02 05:00:00,1,error42\n")
-    result = materialize_raw(input_dir, tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))
+    result = materialize_raw(
+        input_dir, tmp_path / "warehouse", raise_on_error=False, tags=partition_range_tags(FIRST, LAST)
+    )
     meta = latest_metadata(result, "raw_telemetry")
     assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
     reasons = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
@@ -69,6 +71,12 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
         (last_line + 3, "bad_timestamp", "undated"),
     ]
     assert latest_metadata(result, "raw_errors")["rows_quarantined"] == 1
+    # 3 of 1731 telemetry rows is within the default 1 %; 1 bad error row of a few dozen is not
+    checks = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert checks["raw_telemetry"].passed
+    assert checks["raw_telemetry"].metadata["quarantined_share"].value == pytest.approx(3 / 1731)
+    assert not checks["raw_errors"].passed
+    assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
 
 def test_rerunning_a_day_replaces_it_without_duplicates(spark, small_fleet_dir, tmp_path):

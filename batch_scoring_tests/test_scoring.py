@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
+from batch_scoring.definitions import build_definitions
 from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.jobs import daily_scoring_schedule
 from batch_scoring.model_store import ModelStore
@@ -135,10 +136,11 @@ def test_the_daily_schedule_asks_for_the_day_that_just_ended():
     context = dg.build_schedule_context(
         scheduled_execution_time=dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc)
     )
-    (request,) = daily_scoring_schedule.evaluate_tick(context).run_requests
+    schedule = build_definitions().resolve_schedule_def(daily_scoring_schedule.name)
+    (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-24"
-    assert daily_scoring_schedule.cron_schedule == "0 6 * * *"
-    assert daily_scoring_schedule.execution_timezone == "UTC"
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone == "UTC"
 
 
 def test_share_drift_compares_each_day_with_the_week_before():

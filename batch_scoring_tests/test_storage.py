@@ -72,3 +72,17 @@ def test_an_unpartitioned_table_is_replaced_whole(spark, tmp_path):
     assert [r.value for r in store.read("u", schema).collect()] == [3]
     with pytest.raises(FileNotFoundError, match="table never has not been written"):
         store.read("never", schema)
+
+
+def test_the_next_write_sweeps_the_staging_of_dead_writers_and_spares_live_ones(spark, tmp_path):
+    import fcntl
+
+    staging = tmp_path / ".staging" / "t"
+    for token in ("dead", "alive"):
+        (staging / token / "date=2015-01-01").mkdir(parents=True)
+        (staging / f"{token}.claim").touch()
+    (staging / "unclaimed").mkdir()
+    with open(staging / "alive.claim", "a") as live_writer:
+        fcntl.flock(live_writer, fcntl.LOCK_EX)  # held as a writer in another process holds it
+        TableStore(spark, tmp_path).write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
+    assert sorted(p.name for p in staging.iterdir()) == ["alive", "alive.claim"]

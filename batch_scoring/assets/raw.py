@@ -1,8 +1,10 @@
 """Ingest assets: the five input tables, typed and checked, with rejected rows quarantined."""
 
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
+from pydantic import Field
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
@@ -22,6 +24,19 @@ from batch_scoring.tables import (
 
 GROUP = "raw"
 QUARANTINE_COUNTS_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("reason", "string"), dg.TableColumn("rows", "int")])
+QUARANTINE_CHECK = "quarantined_share_within_limit"
+
+
+class IngestConfig(dg.Config):
+    max_quarantined_share: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            f"Largest share of the rows read that may be quarantined; above it the blocking check "
+            f"{QUARANTINE_CHECK} fails and nothing downstream runs on the table."
+        ),
+    )
 
 
 def quarantine_table(table: SourceTable) -> str:
@@ -31,24 +46,30 @@ def quarantine_table(table: SourceTable) -> str:
 
 def ingest(
     context: dg.AssetExecutionContext,
+    config: IngestConfig,
     table: SourceTable,
     spark: SparkResource,
     input_files: InputFiles,
     warehouse: Warehouse,
     known_machine_ids: DataFrame | None,
-) -> dg.Output[DataFrame]:
-    """Read one input table; write its rejected rows to quarantine and return the kept rows.
+) -> Iterator[dg.Output[DataFrame] | dg.AssetCheckResult]:
+    """Read one input table; write its rejected rows to quarantine, yield the kept rows and the
+    quarantine check.
 
     A daily-partitioned table keeps the rows dated in the run's partitions (one run can cover a
-    range); its quarantine is partitioned alike, with unreadable dates under `date=undated`.
+    range); its quarantine is partitioned alike. A drop's rows belong to the drop's day; rows of the
+    bulk file without a readable date go under `date=undated`, which only runs reading the bulk
+    file rewrite (each of them finds the same rows there).
     """
     dates, partitions, days = None, None, None
     if table.daily_partitioned:
         window = context.partition_time_window
         dates = (window.start.date(), window.end.date())
-        partitions = [*context.partition_keys, UNDATED]
         days = [date.fromisoformat(key) for key in context.partition_keys]
     sources = input_files.sources(table, days)
+    if table.daily_partitioned:
+        reads_bulk_file = any(source.day is None for source in sources)
+        partitions = [*context.partition_keys, *([UNDATED] if reads_bulk_file else [])]
     checked = check_files(spark.get_session(), table, sources, known_machine_ids, dates).persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -78,32 +99,64 @@ def ingest(
                 metadata=metadata,
             )
         metadata["days_without_rows"] = days_without_rows(kept_rows(checked, table), context.partition_keys)
-    return dg.Output(kept_rows(checked, table), metadata=metadata)
+    yield dg.Output(kept_rows(checked, table), metadata=metadata)
+    share = quarantined / (kept + quarantined) if kept + quarantined else 0.0
+    yield dg.AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        passed=share <= config.max_quarantined_share,
+        metadata={
+            "quarantined_share": dg.MetadataValue.float(share),
+            "max_quarantined_share": dg.MetadataValue.float(config.max_quarantined_share),
+            "rows_quarantined": dg.MetadataValue.int(quarantined),
+            "quarantine_path": metadata["quarantine_path"],
+        },
+        description=(
+            f"{quarantined} of {kept + quarantined} {table.name} rows quarantined ({share:.2%}; "
+            f"limit {config.max_quarantined_share:.2%}); reasons and lines in {metadata['quarantine_path'].value}"
+        ),
+    )
 
 
 def _asset_args(table: SourceTable, description: str) -> dict[str, object]:
+    quarantine_check = dg.AssetCheckSpec(
+        QUARANTINE_CHECK,
+        asset=table.asset,
+        blocking=True,
+        description="The share of rows read that were quarantined is at most max_quarantined_share.",
+    )
     return table_asset_args(
-        table.schema, table.daily_partitioned, name=table.asset, group_name=GROUP, description=description
+        table.schema,
+        table.daily_partitioned,
+        name=table.asset,
+        group_name=GROUP,
+        description=description,
+        check_specs=[quarantine_check],
     )
 
 
 @dg.asset(**_asset_args(MACHINES, "Machines of the fleet: model and age in years. Other tables may only name these."))
 def raw_machines(
-    context: dg.AssetExecutionContext, spark: SparkResource, input_files: InputFiles, warehouse: Warehouse
-) -> dg.Output[DataFrame]:
-    return ingest(context, MACHINES, spark, input_files, warehouse, known_machine_ids=None)
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    spark: SparkResource,
+    input_files: InputFiles,
+    warehouse: Warehouse,
+) -> Iterator[dg.Output[DataFrame] | dg.AssetCheckResult]:
+    yield from ingest(context, config, MACHINES, spark, input_files, warehouse, known_machine_ids=None)
 
 
 def _machine_event_asset(table: SourceTable, description: str) -> dg.AssetsDefinition:
     @dg.asset(**_asset_args(table, description))
     def machine_events(
         context: dg.AssetExecutionContext,
+        config: IngestConfig,
         spark: SparkResource,
         input_files: InputFiles,
         warehouse: Warehouse,
         raw_machines: DataFrame,
-    ) -> dg.Output[DataFrame]:
-        return ingest(context, table, spark, input_files, warehouse, raw_machines.select("machine_id"))
+    ) -> Iterator[dg.Output[DataFrame] | dg.AssetCheckResult]:
+        known = raw_machines.select("machine_id")
+        yield from ingest(context, config, table, spark, input_files, warehouse, known)
 
     return machine_events
 

@@ -1,0 +1,324 @@
+"""Faults end to end, with real Dagster and real Spark: bad input, a run killed mid-write, two runs at
+once, and a secret in the environment."""
+
+import gzip
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from batch_scoring.assets.features import features
+from batch_scoring.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
+from batch_scoring.definitions import INPUT_DIR_ENV, WAREHOUSE_DIR_ENV
+from batch_scoring.partitions import partition_range_tags
+from batch_scoring.storage import TableStore
+from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, materialize
+
+DAY = "2015-01-03"
+TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
+# rows each table's corrupted copy gains, one per kind of fault, with the reason each gets
+INJECTED = {
+    "telemetry": [
+        ("2015-01-05 03:00:00,1,abc,450,100,40", "not_numeric"),
+        ("2015-01-05 03:00:00,42,170,450,100,40", "unknown_machine"),
+        ("2015-01-05 25:00:00,1,170,450,100,40", "bad_timestamp"),
+        ("2015-01-05 04:00:00,2,170,450,100,40,9", "extra_fields"),
+        ("", "blank_line"),
+    ],
+    "errors": [("2015-01-05 03:00:00,1,error9", "unknown_error_id")],
+    "maintenance": [("2015-01-05 03:00:00,1,comp7", "unknown_component")],
+    "failures": [("2015-01-05 03:00:00,x,comp1", "not_integer")],
+    "machines": [("99,model1,-3", "out_of_range")],
+}
+ALL_QUARANTINE_ALLOWED = {
+    "ops": {table.asset: {"config": {"max_quarantined_share": 1.0}} for table in TABLES},
+}
+
+
+def run_raw(input_dir, warehouse, first=None, last=None, run_config=None):
+    tags = partition_range_tags(first or "2015-01-01", last or "2015-01-12")
+    return dg.materialize(
+        RAW_ASSETS,
+        resources=dagster_resources(input_dir, warehouse),
+        run_config=run_config,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def materialization_metadata(result, asset_name):
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
+    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
+
+
+def failure_text(result) -> str:
+    """Every failed step's error and the errors that caused it, as one string."""
+    texts = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                texts.append(error.message)
+                error = error.cause
+    return "\n".join(texts)
+
+
+def corrupt_copy(source: Path, target: Path) -> dict[str, int]:
+    """The small fleet with its telemetry lines shuffled, one bad row of each kind appended to each
+    table, and telemetry's last line cut short without a newline. Returns each file's line count."""
+    shutil.copytree(source, target)
+    lines_per_file = {}
+    for table in TABLES:
+        name, rows = table.name, INJECTED[table.name]
+        path = target / f"{table.file_stems[0]}.csv"
+        header, *body = path.read_text().splitlines()
+        if table is TELEMETRY:
+            random.Random(3).shuffle(body)
+            rows = [*rows, ("2015-01-05 05:00:00,3,170,45", "missing_field")]
+        body += [line for line, _ in rows]
+        path.write_text("\n".join([header, *body]) + ("" if table is TELEMETRY else "\n"))
+        lines_per_file[name] = 1 + len(body)
+    return lines_per_file
+
+
+def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_order(spark, small_fleet_dir, tmp_path):
+    lines = corrupt_copy(small_fleet_dir, tmp_path / "corrupt")
+    clean = run_raw(small_fleet_dir, tmp_path / "clean_warehouse")
+    corrupt = run_raw(tmp_path / "corrupt", tmp_path / "warehouse", run_config=ALL_QUARANTINE_ALLOWED)
+    assert clean.success and corrupt.success
+    clean_store, store = TableStore(spark, tmp_path / "clean_warehouse"), TableStore(spark, tmp_path / "warehouse")
+    for table in TABLES:
+        meta = materialization_metadata(corrupt, table.asset)
+        expected_reasons = [reason for _, reason in INJECTED[table.name]]
+        if table is TELEMETRY:
+            expected_reasons.append("missing_field")  # the cut-short last line
+        quarantine = store.read(f"quarantine/{table.asset}", QUARANTINE_SCHEMA).collect()
+        assert sorted(r.reason for r in quarantine) == sorted(expected_reasons), table.name
+        # every line but the header is accounted for, kept or quarantined
+        assert meta["rows_read"] == lines[table.name] - 1 == meta["rows_kept"] + meta["rows_quarantined"]
+        assert meta["rows_quarantined"] == len(quarantine)
+        kept, clean_kept = store.read(table.asset, table.schema), clean_store.read(table.asset, table.schema)
+        assert kept.count() == clean_kept.count() == meta["rows_kept"], table.name
+        assert kept.exceptAll(clean_kept).count() == 0, f"{table.name}: shuffled lines keep the same rows"
+    telemetry_quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
+    (cut_short,) = telemetry_quarantine.where("reason = 'missing_field'").collect()
+    assert (cut_short.line_number, cut_short.field) == (lines["telemetry"], "pressure")
+
+
+def test_too_many_quarantined_rows_fail_the_check_and_stop_everything_downstream(spark, small_fleet_dir, tmp_path):
+    input_dir = tmp_path / "input"
+    shutil.copytree(small_fleet_dir, input_dir)
+    with open(input_dir / "PdM_machines.csv", "a") as machines:
+        machines.write("7,model1,-1\n")  # 1 of 7 rows (14 %) quarantined: over the default 1 %
+    blocked = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY)
+    assert not blocked.success
+    (check,) = [c for c in blocked.get_asset_check_evaluations() if c.asset_key.path[-1] == "raw_machines"]
+    assert check.check_name == QUARANTINE_CHECK and not check.passed
+    assert check.metadata["quarantined_share"].value == pytest.approx(1 / 7)
+    assert check.metadata["quarantine_path"].value.endswith("quarantine/raw_machines")
+    materialized = {e.asset_key.path[-1] for e in blocked.get_asset_materialization_events()}
+    assert materialized == {"raw_machines"}  # written for inspection; the tables that need it did not run
+
+    allowed = {"ops": {"raw_machines": {"config": {"max_quarantined_share": 0.2}}}}
+    rerun = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, run_config=allowed)
+    assert rerun.success
+    assert {e.asset_key.path[-1] for e in rerun.get_asset_materialization_events()} == {t.asset for t in TABLES}
+    assert all(c.passed for c in rerun.get_asset_check_evaluations())
+
+
+def _wrong_header(path: Path) -> None:
+    header, rest = path.read_text().split("\n", 1)
+    path.write_text(header.replace("volt", "voltage") + "\n" + rest)
+
+
+def _truncated_gzip(path: Path) -> None:
+    packed = gzip.compress(path.read_bytes())
+    path.unlink()
+    path.with_suffix(".csv.gz").write_bytes(packed[: len(packed) // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_wrong_header, r"PdM_telemetry\.csv: no column volt in the header"),
+        (_truncated_gzip, r"PdM_telemetry\.csv\.gz: cannot be read: .*EOFException"),
+    ],
+    ids=["wrong_header", "truncated_gzip"],
+)
+def test_an_unreadable_file_fails_the_run_naming_it_and_leaves_the_table_as_it_was(
+    spark, small_fleet_dir, tmp_path, damage, message
+):
+    input_dir = tmp_path / "input"
+    shutil.copytree(small_fleet_dir, input_dir)
+    assert run_raw(input_dir, tmp_path / "warehouse", DAY, DAY).success
+    store = TableStore(spark, tmp_path / "warehouse")
+    before = store.read("raw_telemetry", TELEMETRY.schema).count()
+    damage(input_dir / "PdM_telemetry.csv")
+    result = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY)
+    assert not result.success
+    assert re.search(message, failure_text(result)), failure_text(result)
+    assert store.read("raw_telemetry", TELEMETRY.schema).count() == before == 6 * 24
+    assert not any((tmp_path / "warehouse" / ".staging" / "raw_telemetry").iterdir())
+
+
+def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, small_fleet_dir, tmp_path):
+    # the small fleet's telemetry ends on 2015-01-12; a day alone without rows fails (test_raw_assets)
+    result = materialize(
+        small_fleet_dir,
+        tmp_path,
+        [*RAW_ASSETS, features],
+        tags=partition_range_tags("2015-01-11", "2015-01-14"),
+    )
+    assert result.success
+    empty_days = ["2015-01-13", "2015-01-14"]
+    assert materialization_metadata(result, "raw_telemetry")["days_without_rows"] == empty_days
+    assert materialization_metadata(result, "features")["days_without_rows"] == empty_days
+    store = TableStore(spark, tmp_path)
+    assert store.existing_partitions("raw_telemetry")[-2:] == empty_days
+    assert store.read("raw_telemetry", TELEMETRY.schema, empty_days).count() == 0
+    assert store.existing_partitions("features") == ["2015-01-11", "2015-01-12", *empty_days]
+
+
+# ---- separate processes through the `dagster` CLI, as production runs them ----
+
+FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token: it must never be written anywhere
+CLI_SPARK_CONFIG = json.dumps({"resources": {"spark": {"config": {"shuffle_partitions": 2, "driver_memory": "1g"}}}})
+
+
+def start_cli_run(input_dir: Path, warehouse: Path, dagster_home: Path, *args: str) -> subprocess.Popen:
+    """`dagster asset materialize` in its own process group, with the fake token in its environment."""
+    dagster_home.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        INPUT_DIR_ENV: str(input_dir),
+        WAREHOUSE_DIR_ENV: str(warehouse),
+        "DAGSTER_HOME": str(dagster_home),
+        "DATABRICKS_TOKEN": FAKE_TOKEN,
+    }
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "batch_scoring.definitions"]
+    return subprocess.Popen(
+        [*command, *args, "--config-json", CLI_SPARK_CONFIG],
+        env=env,
+        cwd=dagster_home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def cli_instance(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def copy_fleet(fleet_with_features, target: Path) -> tuple[Path, Path]:
+    """The 30-machine fleet's input (with one bad telemetry row on each of two days and one undated)
+    and a copy of its warehouse, which tests may change."""
+    input_dir, warehouse = fleet_with_features
+    shutil.copytree(input_dir, target / "input")
+    with open(target / "input" / "PdM_telemetry.csv", "a") as telemetry:
+        telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
+    return target / "input", copy_warehouse(warehouse, target / "warehouse")
+
+
+def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(
+    spark, fleet_with_features, tmp_path
+):
+    input_dir, warehouse = copy_fleet(fleet_with_features, tmp_path)
+    store = TableStore(spark, warehouse)
+    before = store.read("raw_telemetry", TELEMETRY.schema).cache()
+    rows_before = before.count()
+    staging = warehouse / ".staging" / "raw_telemetry"
+    run = start_cli_run(
+        input_dir,
+        warehouse,
+        tmp_path / "home",
+        "--select",
+        "raw_telemetry",
+        "--partition-range",
+        "2015-01-01...2015-04-30",
+    )
+    deadline = time.monotonic() + 300
+    while not any(p.is_dir() for p in staging.glob("*")) and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)
+    output = run.communicate()[0]
+    assert run.returncode == -signal.SIGKILL, f"the run ended before it could be killed mid-write:\n{output}"
+    assert any(p.is_dir() for p in staging.glob("*")), "the killed run left its staging folder"
+
+    after_kill = store.read("raw_telemetry", TELEMETRY.schema)
+    assert after_kill.count() == rows_before and after_kill.exceptAll(before).count() == 0
+
+    rerun = dg.materialize(
+        RAW_ASSETS,
+        selection=["raw_telemetry"],
+        resources=dagster_resources(input_dir, warehouse),
+        tags=partition_range_tags("2015-01-01", "2015-04-30"),
+    )
+    assert rerun.success
+    assert store.read("raw_telemetry", TELEMETRY.schema).count() == rows_before
+    assert not list(staging.iterdir()), "the rerun swept the killed run's staging folder"
+    quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
+    assert sorted(r.date for r in quarantine.collect()) == ["2015-02-01", "2015-02-02", "undated"]
+
+
+@pytest.fixture(scope="module")
+def two_concurrent_runs(fleet_with_features, tmp_path_factory):
+    """Two CLI runs started together, each ingesting a different day of telemetry."""
+    root = tmp_path_factory.mktemp("concurrent")
+    input_dir, warehouse = copy_fleet(fleet_with_features, root)
+    home = root / "home"
+    home.mkdir()
+    # create the instance's storage once, as the webserver or daemon does: two runs racing to
+    # migrate a fresh SQLite schema fail
+    cli_instance(home).dispose()
+    runs = [
+        start_cli_run(input_dir, warehouse, home, "--select", "raw_telemetry", "--partition", day)
+        for day in ("2015-02-01", "2015-02-02")
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    return warehouse, home, runs, outputs
+
+
+def test_two_runs_on_different_days_at_once_both_succeed(spark, two_concurrent_runs):
+    warehouse, home, runs, outputs = two_concurrent_runs
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
+    with cli_instance(home) as instance:
+        records = instance.get_run_records()
+    assert len(records) == 2 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    assert max(r.start_time for r in records) < min(r.end_time for r in records), "the runs overlapped"
+
+    store = TableStore(spark, warehouse)
+    telemetry = store.read("raw_telemetry", TELEMETRY.schema)
+    assert telemetry.count() == 30 * 24 * 120
+    quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
+    assert sorted((r.date, r.reason) for r in quarantine.collect()) == [
+        ("2015-02-01", "not_numeric"),
+        ("2015-02-02", "not_numeric"),
+        ("undated", "bad_timestamp"),
+    ]
+
+
+def test_a_secret_in_the_environment_is_never_written_to_logs_metadata_or_files(two_concurrent_runs):
+    warehouse, home, runs, outputs = two_concurrent_runs
+    assert all(run.returncode == 0 for run in runs)
+    assert not any(FAKE_TOKEN in output for output in outputs)
+    for folder in (home, warehouse):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert FAKE_TOKEN.encode() not in path.read_bytes(), f"the secret leaked into {path}"
+    with cli_instance(home) as instance:
+        for record in instance.get_run_records():
+            for event in instance.all_logs(record.dagster_run.run_id):
+                assert FAKE_TOKEN not in dg.serialize_value(event), "the secret leaked into the event log"
