@@ -79,13 +79,16 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
 
-def test_rerunning_a_day_replaces_it_without_duplicates(spark, small_fleet_dir, tmp_path):
+def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, tmp_path):
     materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+    store = TableStore(spark, tmp_path)
+    first = store.read("raw_telemetry", TELEMETRY.schema).localCheckpoint()
     for _ in range(2):  # raw_machines is loaded from the warehouse, as the first run left it
         result = materialize_raw(small_fleet_dir, tmp_path, partition_key="2015-01-03", selection=[raw_telemetry])
         assert result.success
-    telemetry = TableStore(spark, tmp_path).read("raw_telemetry", TELEMETRY.schema)
+    telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 6 * 12 * 24
+    assert telemetry.exceptAll(first).count() == 0 and first.exceptAll(telemetry).count() == 0
     assert telemetry.groupBy("machine_id", "datetime").count().where("count > 1").count() == 0
 
 
