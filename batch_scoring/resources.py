@@ -96,15 +96,17 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
         store = self.warehouse.store()
         store.write(name, obj, partitions)
-        written = store.read(name, declared, partitions)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(store.path(name))), **table_metadata(written)})
+        with store.locked(name):  # describe what this run wrote, not what a concurrent run writes next
+            metadata = table_metadata(store.read(name, declared, partitions))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(store.path(name))), **metadata})
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         upstream = context.upstream_output
         name = upstream.asset_key.path[-1]
         schema: T.StructType = spark_schema(upstream.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
-        return self.warehouse.store().read(name, schema, partitions)
+        # a snapshot: another run (the schedule beside a backfill) may replace the table while this step runs
+        return self.warehouse.store().snapshot(name, schema, partitions)
 
 
 class ModelIOManager(dg.ConfigurableIOManager):

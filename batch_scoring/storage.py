@@ -7,7 +7,9 @@ A write never leaves a half-written table behind: Spark writes to a staging fold
 table, and only a finished write is moved into place, partition by partition, with two renames
 (old version aside, new version in). The renames run under a per-table file lock, so concurrent
 runs writing different partitions of one table do not interleave; a crash between the two renames
-leaves the old version aside, and the next read or write of the table moves it back. A writer
+leaves the old version aside, and the next read or write of the table moves it back. Inputs are
+read as snapshots under the same lock, so a run reading a table another run replaces meanwhile keeps
+the rows it read (a lazy Spark read would find its files gone). A writer
 holds a lock on a claim file beside its staging folder; the next write of the table sweeps staging
 folders whose claim nobody holds, i.e. those of killed runs.
 """
@@ -26,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 PARTITION_COLUMN = "date"
+_LOCKS_HELD: set[Path] = set()  # the table locks this process holds (a run's steps run in one thread)
 
 
 class TableStore:
@@ -64,9 +67,27 @@ class TableStore:
                     self._swap(staged, self.partition_path(name, partition), name, token)
 
     def read(self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None) -> DataFrame:
-        """Table `name` with an explicit schema; given `partitions`, only those (missing ones skipped)."""
+        """Table `name` with an explicit schema; given `partitions`, only those (missing ones skipped).
+
+        Lazy, like any Spark read: its files are opened when an action runs, so a run that replaces
+        the table in between pulls them away. Use `snapshot` for a table other runs may be writing."""
         with self._locked(name):
             pass  # taking the lock puts back a version that a crash left aside
+        return self._plan_read(name, schema, partitions)
+
+    def snapshot(self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None) -> DataFrame:
+        """Like `read`, but read in full, under the table's lock, into Spark's block store: the rows
+        stay readable whatever other runs write to the table afterwards."""
+        with self._locked(name):
+            return self._plan_read(name, schema, partitions).localCheckpoint(eager=True)
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """No run replaces any part of the table until the block ends: for reading it consistently."""
+        with self._locked(name):
+            yield
+
+    def _plan_read(self, name: str, schema: T.StructType, partitions: Sequence[str] | None) -> DataFrame:
         reader = self.spark.read.schema(schema)
         if partitions is None:
             if not self.path(name).exists():
@@ -134,15 +155,22 @@ class TableStore:
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
-        """Hold the table's lock, first putting back any old version a crash left aside."""
+        """Hold the table's lock, first putting back any old version a crash left aside.
+
+        Reentrant within the process: flock on a second open file of the same lock would wait for itself."""
         lock_file = self.root / ".locks" / f"{name}.lock"
+        if lock_file in _LOCKS_HELD:
+            yield
+            return
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_file, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            _LOCKS_HELD.add(lock_file)
             try:
                 self._recover(name)
                 yield
             finally:
+                _LOCKS_HELD.discard(lock_file)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _recover(self, name: str) -> None:

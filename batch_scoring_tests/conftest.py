@@ -1,13 +1,20 @@
 """Shared fixtures: one local Spark session for the whole test run, sized for a 2-core machine."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from batch_scoring.definitions import build_definitions
+from batch_scoring.assets.features import features
+from batch_scoring.assets.model import failure_model
+from batch_scoring.assets.raw import RAW_ASSETS
+from batch_scoring.definitions import INPUT_DIR_ENV, WAREHOUSE_DIR_ENV, build_definitions
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
 from batch_scoring.simulator import simulate_fleet, write_fleet
@@ -80,15 +87,62 @@ def fleet_with_features(spark, tmp_path_factory):
     """30 machines over 120 days (about 75 failures), ingested and turned into features.
 
     Read-only: tests that write copy its warehouse first (`copy_warehouse`)."""
-    from batch_scoring.assets.features import features
-    from batch_scoring.assets.raw import RAW_ASSETS
-
     root = tmp_path_factory.mktemp("fleet")
     write_fleet(simulate_fleet(spark, machines=30, start=date(2015, 1, 1), days=120, seed=5), root / "input")
     materialize(root / "input", root / "warehouse", [*RAW_ASSETS, features], tags=partition_range_tags(*FLEET_DAYS))
     return root / "input", root / "warehouse"
 
 
+@pytest.fixture(scope="session")
+def trained_fleet(fleet_with_features, tmp_path_factory):
+    """`fleet_with_features` with a failure model trained on it. Read-only, like it."""
+    input_dir, warehouse = fleet_with_features
+    trained_warehouse = copy_warehouse(warehouse, tmp_path_factory.mktemp("trained") / "warehouse")
+    materialize(input_dir, trained_warehouse, [failure_model])
+    return input_dir, trained_warehouse
+
+
 def copy_warehouse(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def dagster_command(executable: str, *args: str) -> list[str]:
+    """A Dagster command-line tool of the environment the tests run in (dagster, dagster-webserver, ...)."""
+    return [str(Path(sys.executable).parent / executable), *args]
+
+
+def deployment_env(input_dir: Path, warehouse: Path, dagster_home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a deployment's processes: the project's folders and the instance at `dagster_home`."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        INPUT_DIR_ENV: str(input_dir),
+        WAREHOUSE_DIR_ENV: str(warehouse),
+        "DAGSTER_HOME": str(dagster_home),
+        **extra,
+    }
+
+
+def start_process(command: list[str], env: dict[str, str], output=subprocess.PIPE) -> subprocess.Popen:
+    """`command` from the repository root in its own process group, so `stop_process` ends its children too."""
+    return subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass

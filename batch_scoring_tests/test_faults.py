@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,11 +18,17 @@ import pytest
 
 from batch_scoring.assets.features import features
 from batch_scoring.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
-from batch_scoring.definitions import INPUT_DIR_ENV, WAREHOUSE_DIR_ENV
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.storage import TableStore
 from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
-from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, materialize
+from batch_scoring_tests.conftest import (
+    copy_warehouse,
+    dagster_command,
+    dagster_resources,
+    deployment_env,
+    materialize,
+    start_process,
+)
 
 DAY = "2015-01-03"
 TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
@@ -198,24 +203,9 @@ CLI_SPARK_CONFIG = json.dumps({"resources": {"spark": {"config": {"shuffle_parti
 
 def start_cli_run(input_dir: Path, warehouse: Path, dagster_home: Path, *args: str) -> subprocess.Popen:
     """`dagster asset materialize` in its own process group, with the fake token in its environment."""
-    dagster_home.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        INPUT_DIR_ENV: str(input_dir),
-        WAREHOUSE_DIR_ENV: str(warehouse),
-        "DAGSTER_HOME": str(dagster_home),
-        "DATABRICKS_TOKEN": FAKE_TOKEN,
-    }
-    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "batch_scoring.definitions"]
-    return subprocess.Popen(
-        [*command, *args, "--config-json", CLI_SPARK_CONFIG],
-        env=env,
-        cwd=dagster_home,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    env = deployment_env(input_dir, warehouse, dagster_home, DATABRICKS_TOKEN=FAKE_TOKEN)
+    command = dagster_command("dagster", "asset", "materialize", "-m", "batch_scoring.definitions", *args)
+    return start_process([*command, "--config-json", CLI_SPARK_CONFIG], env)
 
 
 def cli_instance(home: Path) -> dg.DagsterInstance:

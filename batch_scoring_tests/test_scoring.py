@@ -7,7 +7,6 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.definitions import build_definitions
 from batch_scoring.features import FEATURES_SCHEMA
@@ -21,18 +20,9 @@ from batch_scoring_tests.conftest import copy_warehouse, materialize
 SCORING = [daily_predictions, maintenance_worklist]
 
 
-@pytest.fixture(scope="module")
-def trained(fleet_with_features, tmp_path_factory):
-    """The shared fleet with a model trained on it."""
-    input_dir, warehouse = fleet_with_features
-    trained_warehouse = copy_warehouse(warehouse, tmp_path_factory.mktemp("trained") / "warehouse")
-    materialize(input_dir, trained_warehouse, [failure_model])
-    return input_dir, trained_warehouse
-
-
 @pytest.fixture
-def warehouse(trained, tmp_path):
-    return trained[0], copy_warehouse(trained[1], tmp_path / "warehouse")
+def warehouse(trained_fleet, tmp_path):
+    return trained_fleet[0], copy_warehouse(trained_fleet[1], tmp_path / "warehouse")
 
 
 def predictions(spark, warehouse_dir, days=None):
@@ -68,8 +58,8 @@ def test_rerunning_a_day_replaces_its_predictions(spark, warehouse):
     assert len(first) == 30
 
 
-def test_a_seven_day_backfill_in_one_run_equals_scoring_the_days_one_by_one(spark, trained, tmp_path):
-    input_dir, trained_warehouse = trained
+def test_a_seven_day_backfill_in_one_run_equals_scoring_the_days_one_by_one(spark, trained_fleet, tmp_path):
+    input_dir, trained_warehouse = trained_fleet
     in_one_run = copy_warehouse(trained_warehouse, tmp_path / "range")
     result = materialize(input_dir, in_one_run, SCORING, tags=partition_range_tags("2015-04-10", "2015-04-16"))
     assert len({e.partition for e in result.get_asset_materialization_events()}) == 7

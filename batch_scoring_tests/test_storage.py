@@ -86,3 +86,20 @@ def test_the_next_write_sweeps_the_staging_of_dead_writers_and_spares_live_ones(
         fcntl.flock(live_writer, fcntl.LOCK_EX)  # held as a writer in another process holds it
         TableStore(spark, tmp_path).write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
     assert sorted(p.name for p in staging.iterdir()) == ["alive", "alive.claim"]
+
+
+def test_a_snapshot_keeps_its_rows_when_another_run_replaces_the_table(spark, tmp_path):
+    store, schema = TableStore(spark, tmp_path), T.StructType([T.StructField("value", T.IntegerType())])
+    store.write("u", spark.createDataFrame([(1,), (2,)], schema))
+    lazy, snapshot = store.read("u", schema), store.snapshot("u", schema)
+    store.write("u", spark.createDataFrame([(3,)], schema))  # what a concurrent run does
+    assert sorted(r.value for r in snapshot.collect()) == [1, 2]
+    with pytest.raises(Exception, match="FileNotFound|does not exist"):
+        lazy.collect()  # the reason inputs are snapshots: a lazy read's files are gone
+
+
+def test_reading_a_table_while_holding_its_lock_does_not_wait_for_itself(spark, tmp_path):
+    store = TableStore(spark, tmp_path)
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
+    with store.locked("t"):
+        assert store.read("t", SCHEMA).count() == 1 and store.snapshot("t", SCHEMA).count() == 1

@@ -80,7 +80,7 @@ def daily_predictions(
             "Materialize raw_telemetry and features for them first."
         )
     earlier = [(days[0] - dt.timedelta(days=n)).isoformat() for n in range(7, 0, -1)]
-    trailing = warehouse.store().read("daily_predictions", PREDICTIONS_SCHEMA, earlier)
+    trailing = warehouse.store().snapshot("daily_predictions", PREDICTIONS_SCHEMA, earlier)
     shares = {**failure_shares(trailing), **failure_shares(rows)}
     yield dg.Output(
         rows,

@@ -1,0 +1,398 @@
+"""The project as users run it: `dagster-webserver` and `dagster-daemon` on a temporary DAGSTER_HOME,
+runs launched through the webserver's GraphQL API, the sensor ticking in the daemon, the UI in headless
+Chromium, and the `dagster` command line."""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER
+from batch_scoring.model_store import ModelStore
+from batch_scoring.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.storage import TableStore
+from batch_scoring_tests.conftest import (
+    REPO_ROOT,
+    copy_warehouse,
+    dagster_command,
+    deployment_env,
+    start_process,
+    stop_process,
+)
+
+LOCATION = {"repositoryLocationName": "batch_scoring", "repositoryName": "__repository__"}
+ASSETS = [
+    "raw_machines",
+    "raw_telemetry",
+    "raw_errors",
+    "raw_maintenance",
+    "raw_failures",
+    "features",
+    "failure_model",
+    "daily_predictions",
+    "maintenance_worklist",
+]
+MACHINES = 30  # of the shared test fleet, 2015-01-01 to 2015-04-30
+ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+RUN_TIMEOUT = 600
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT, logs: tuple[Path, ...] = ()):
+    """Poll `condition` until it returns something truthy; on timeout, fail with the logs' last lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    tails = "\n".join(f"--- {log}:\n{log.read_text()[-3000:]}" for log in logs if log.exists())
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+@dataclass
+class Deployment:
+    url: str
+    home: Path
+    input_dir: Path
+    warehouse: Path
+    logs: tuple[Path, ...]
+
+    def graphql(self, query: str, **variables) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:
+            pytest.fail(f"GraphQL request failed: {error}: {error.read().decode()[:2000]}")
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def run(self, run_id: str) -> dict:
+        return self.graphql(RUN_QUERY, runId=run_id)["runOrError"]
+
+    def wait_for_run(self, run_id: str) -> dict:
+        run = wait_for(
+            lambda: (r := self.run(run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
+            f"run {run_id} to finish",
+            logs=self.logs,
+        )
+        assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}: see the run in {self.home}"
+        return run
+
+    def predictions(self, spark, days: list[str]):
+        return TableStore(spark, self.warehouse).read("daily_predictions", PREDICTIONS_SCHEMA, days)
+
+
+RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
+  __typename ... on Run { status tags { key value } assetSelection { path } } } }"""
+LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(trained_fleet, tmp_path_factory):
+    """The webserver and the daemon, as in production, on a copy of the trained test fleet."""
+    root = tmp_path_factory.mktemp("deployment")
+    input_dir = root / "input"
+    shutil.copytree(trained_fleet[0], input_dir)
+    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
+    home = root / "dagster_home"
+    env = deployment_env(input_dir, warehouse, home)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    port = free_port()
+    logs = (root / "webserver.log", root / "daemon.log")
+    commands = [
+        dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)),
+        dagster_command("dagster-daemon", "run", "-w", "workspace.yaml"),
+    ]
+    processes = [start_process(command, env, output=log.open("w")) for command, log in zip(commands, logs)]
+    deployment = Deployment(f"http://127.0.0.1:{port}", home, input_dir, warehouse, logs)
+
+    def location_loaded():
+        try:
+            (entry,) = deployment.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        return entry["loadStatus"] == "LOADED" and entry
+
+    try:
+        entry = wait_for(location_loaded, "the webserver to load the code location", timeout=180, logs=logs)
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+        yield deployment
+    finally:
+        for process in processes:
+            stop_process(process)
+
+
+def test_the_code_location_loads_without_errors_or_warnings(deployment):
+    validate = subprocess.run(
+        dagster_command("dagster", "definitions", "validate", "-w", "workspace.yaml"),
+        cwd=REPO_ROOT,
+        env=deployment_env(deployment.input_dir, deployment.warehouse, deployment.home),
+        capture_output=True,
+        text=True,
+    )
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert "Validation successful" in validate.stdout + validate.stderr
+    for log in deployment.logs:
+        warnings = [
+            line for line in log.read_text().splitlines() if re.search(r"\w+Warning\b|Traceback|\bERROR\b", line)
+        ]
+        assert warnings == [], f"{log.name}: {warnings}"
+    nodes = deployment.graphql("{ assetNodes { assetKey { path } groupName description } }")["assetNodes"]
+    groups = {node["assetKey"]["path"][-1]: node["groupName"] for node in nodes}
+    assert groups == {
+        **{name: "raw" for name in ASSETS[:5]},
+        "features": "features",
+        "failure_model": "model",
+        "daily_predictions": "scoring",
+        "maintenance_worklist": "scoring",
+    }
+    assert all(node["description"] for node in nodes)
+
+
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+LAUNCH_BACKFILL = """mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  ... on InvalidSubsetError { message } } }"""
+BACKFILL_QUERY = """query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status runs(limit: 10) { runId status tags { key value } } } } }"""
+SENSOR_SELECTOR = {**LOCATION, "sensorName": "new_data_sensor"}
+START_SENSOR = """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 10) { status runIds skipReason error { message } } } } } }"""
+
+GRAPHQL_DAY = "2015-04-29"  # one partition, launched as the UI's Materialize button does
+BACKFILL_DAYS = ["2015-04-20", "2015-04-21", "2015-04-22"]  # a backfill, as the UI's partitions dialog does
+DROP_DAY = "2015-04-30"  # a daily drop, for the sensor
+
+
+@dataclass
+class Launched:
+    run_id: str
+    backfill_id: str
+
+
+@pytest.fixture(scope="module")
+def launched(deployment) -> Launched:
+    """A run, a backfill and a drop for the sensor, all launched at once: the daemon runs them side by side."""
+    drop = deployment.input_dir / DROPS_FOLDER / DROP_DAY
+    drop.mkdir(parents=True)
+    with (deployment.input_dir / "PdM_telemetry.csv").open() as bulk:
+        header = next(bulk)
+        (drop / "PdM_telemetry.csv").write_text(header + "".join(line for line in bulk if line.startswith(DROP_DAY)))
+    (drop / DROP_READY_MARKER).touch()
+    started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
+    assert started["sensorState"]["status"] == "RUNNING", started
+
+    # daily_predictions and its upstreams but the model (trained already)
+    upstream = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "features"]
+    run_params = {
+        "selector": {
+            **LOCATION,
+            "jobName": "__ASSET_JOB",
+            "assetSelection": asset_keys(*upstream, "daily_predictions"),
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": GRAPHQL_DAY}]},
+        "runConfigData": {},
+    }
+    run = deployment.graphql(LAUNCH_RUN, params=run_params)["launchRun"]
+    assert run["__typename"] == "LaunchRunSuccess", run
+
+    backfill_params = {
+        "partitionNames": BACKFILL_DAYS,
+        "assetSelection": asset_keys("features", "daily_predictions", "maintenance_worklist"),
+    }
+    backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
+    assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
+    return Launched(run["run"]["runId"], backfill["backfillId"])
+
+
+def asset_keys(*names: str) -> list[dict]:
+    return [{"path": [name]} for name in names]
+
+
+def test_a_partition_launched_through_graphql_is_materialized_and_stored(spark, deployment, launched):
+    run = deployment.wait_for_run(launched.run_id)
+    assert {"key": "dagster/partition", "value": GRAPHQL_DAY} in run["tags"]
+    stored = deployment.predictions(spark, [GRAPHQL_DAY])
+    assert stored.count() == MACHINES
+    (version,) = ModelStore(deployment.warehouse / "failure_model").versions()
+    assert {r.model_version for r in stored.select("model_version").distinct().collect()} == {version}
+    statuses = deployment.graphql(
+        """{ assetNodeOrError(assetKey: {path: ["daily_predictions"]}) { ... on AssetNode {
+          assetPartitionStatuses { ... on TimePartitionStatuses { ranges { startKey endKey status } } } } } }"""
+    )["assetNodeOrError"]["assetPartitionStatuses"]["ranges"]
+    assert {"startKey": GRAPHQL_DAY, "endKey": GRAPHQL_DAY, "status": "MATERIALIZED"} in statuses
+
+
+def wait_for_backfill(deployment: Deployment, backfill_id: str) -> dict:
+    def finished_backfill():
+        backfill = deployment.graphql(BACKFILL_QUERY, id=backfill_id)["partitionBackfillOrError"]
+        return backfill["status"] != "REQUESTED" and backfill
+
+    backfill = wait_for(finished_backfill, "the backfill to finish", logs=deployment.logs)
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    return backfill
+
+
+def wait_for_sensor_run(deployment: Deployment) -> dict:
+    """The run of the first sensor tick that requested one, once it succeeded; no tick may fail."""
+
+    def tick_with_run():
+        ticks = deployment.graphql(SENSOR_TICKS, selector=SENSOR_SELECTOR)["sensorOrError"]["sensorState"]["ticks"]
+        assert not [t for t in ticks if t["status"] == "FAILURE"], ticks
+        return next((t for t in ticks if t["runIds"]), None)
+
+    tick = wait_for(tick_with_run, "a sensor tick that requests a run", timeout=180, logs=deployment.logs)
+    assert tick["status"] == "SUCCESS"
+    (run_id,) = tick["runIds"]
+    return deployment.wait_for_run(run_id)
+
+
+def test_a_backfill_launched_through_graphql_scores_the_range_in_one_run(spark, deployment, launched):
+    backfill = wait_for_backfill(deployment, launched.backfill_id)
+    (run,) = backfill["runs"]  # BackfillPolicy.single_run(): one run, one Spark session, for the range
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    range_tags = (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
+    assert range_tags == (BACKFILL_DAYS[0], BACKFILL_DAYS[-1])
+    assert deployment.predictions(spark, BACKFILL_DAYS).count() == MACHINES * len(BACKFILL_DAYS)
+
+
+def test_the_daemon_s_sensor_tick_scores_a_new_drop_in_a_successful_run(spark, deployment, launched):
+    run = wait_for_sensor_run(deployment)
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags["dagster/partition"] == DROP_DAY and tags["dagster/sensor_name"] == "new_data_sensor"
+    assert deployment.predictions(spark, [DROP_DAY]).count() == MACHINES
+
+
+SCHEDULE_SELECTOR = {**LOCATION, "scheduleName": "daily_scoring_schedule"}
+
+
+def test_the_schedule_once_on_next_ticks_at_six_utc(deployment):
+    started = deployment.graphql(
+        """mutation Start($selector: ScheduleSelector!) { startSchedule(scheduleSelector: $selector) {
+          __typename ... on ScheduleStateResult { scheduleState { status } } ... on PythonError { message } } }""",
+        selector=SCHEDULE_SELECTOR,
+    )["startSchedule"]
+    assert started["scheduleState"]["status"] == "RUNNING", started
+    schedule = deployment.graphql(
+        """query Schedule($selector: ScheduleSelector!) { scheduleOrError(scheduleSelector: $selector) {
+          ... on Schedule { scheduleState { status } futureTicks(limit: 2) { results { timestamp } } } } }""",
+        selector=SCHEDULE_SELECTOR,
+    )["scheduleOrError"]
+    assert schedule["scheduleState"]["status"] == "RUNNING"
+    ticks = [datetime.fromtimestamp(t["timestamp"], timezone.utc) for t in schedule["futureTicks"]["results"]]
+    assert [(t.hour, t.minute) for t in ticks] == [(6, 0), (6, 0)]
+    assert (ticks[1] - ticks[0]).days == 1
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("Chromium is not installed: `apt-get install chromium` (.ci/run installs it)")
+
+
+def open_in_chromium(url: str, screenshot: Path, tmp_path: Path) -> str:
+    """Load `url` headless, give the UI time to fetch and render, save a screenshot; return the page's text."""
+    common = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--window-size=2400,1600",
+        "--virtual-time-budget=20000",
+    ]
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    for mode, profile in ((f"--screenshot={screenshot}", "shot"), ("--dump-dom", "dom")):
+        page = subprocess.run(
+            [*common, f"--user-data-dir={tmp_path / profile}", mode, url], capture_output=True, text=True, timeout=180
+        )
+        assert page.returncode == 0, page.stderr[-2000:]
+    assert screenshot.stat().st_size > 10_000
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", page.stdout, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, launched, tmp_path):
+    deployment.wait_for_run(launched.run_id)
+    wait_for_backfill(deployment, launched.backfill_id)
+    wait_for_sensor_run(deployment)
+    deployment.graphql("mutation { setNuxSeen }")  # the community sign-up dialog would cover the page
+    lineage = open_in_chromium(
+        f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
+        ARTIFACTS / "asset_lineage.png",
+        tmp_path,
+    )
+    for name in ASSETS:
+        assert re.search(rf"\b{name}\b", lineage), f"{name} is not in the lineage"
+    for group in ("raw", "features", "model", "scoring"):
+        assert f" {group} " in lineage
+    # the four raw tables without days were ingested by this deployment's runs; the model was trained
+    # before it, elsewhere; the four daily assets say how many of their days are filled
+    assert lineage.count("Materialized") == 4 and lineage.count("Never materialized") == 1
+    assert lineage.count("% filled") == 4 and "3 / 3 Passed" in lineage
+
+    partitions = open_in_chromium(
+        f"{deployment.url}/assets/daily_predictions?view=partitions",
+        ARTIFACTS / "daily_predictions_partitions.png",
+        tmp_path,
+    )
+    scored_days = 1 + len(BACKFILL_DAYS) + 1  # GraphQL, backfill, sensor
+    assert f"Materialized ({scored_days})" in partitions and "Failed (0)" in partitions
+
+
+def test_the_command_line_scores_a_day_with_the_job_and_a_range_in_one_run_side_by_side(spark, deployment):
+    env = deployment_env(deployment.input_dir, deployment.warehouse, deployment.home)
+    one_day, days = "2015-04-26", ["2015-04-24", "2015-04-25"]
+    job = ["job", "execute", "-m", "batch_scoring.definitions", "-j", "daily_scoring_job"]
+    assets = ["asset", "materialize", "-m", "batch_scoring.definitions"]
+    commands = [
+        dagster_command("dagster", *job, "--tags", json.dumps({"dagster/partition": one_day})),
+        dagster_command(
+            "dagster",
+            *assets,
+            "--select",
+            "raw_telemetry,features,daily_predictions,maintenance_worklist",
+            "--partition-range",
+            f"{days[0]}...{days[1]}",
+        ),
+    ]
+    processes = [start_process(command, env) for command in commands]  # side by side, as users may
+    for process in processes:
+        output = process.communicate(timeout=RUN_TIMEOUT)[0]
+        assert process.returncode == 0, output[-5000:]
+    assert deployment.predictions(spark, [one_day, *days]).count() == MACHINES * 3
+    worklists = {p.name for p in (deployment.warehouse / "worklists").iterdir()}
+    assert {f"maintenance_worklist_{day}.csv" for day in [one_day, *days]} <= worklists
