@@ -1,5 +1,6 @@
 """The project's one Definitions object: every asset, resource, job, schedule and sensor."""
 
+import json
 import os
 
 import dagster as dg
@@ -14,8 +15,11 @@ from batch_scoring.sensors import new_data_sensor
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
 WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
+SPARK_MASTER_ENV = "BATCH_SCORING_SPARK_MASTER"
+SPARK_CONF_ENV = "BATCH_SCORING_SPARK_CONF"
 DEFAULT_INPUT_DIR = "data/input"
 DEFAULT_WAREHOUSE_DIR = "data/warehouse"
+DEFAULT_SPARK_MASTER = "local[*]"
 
 
 def setting(env_name: str, default: str) -> str | dg.EnvVar:
@@ -23,8 +27,20 @@ def setting(env_name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name) if env_name in os.environ else default
 
 
+def spark_conf_from_env() -> dict[str, str]:
+    """Further Spark settings from BATCH_SCORING_SPARK_CONF, a JSON object of setting names to values."""
+    text = os.environ.get(SPARK_CONF_ENV, "{}")
+    try:
+        conf = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{SPARK_CONF_ENV} is not JSON ({error}): {text!r}") from error
+    if not isinstance(conf, dict):
+        raise ValueError(f'{SPARK_CONF_ENV} must be a JSON object such as {{"spark.executor.memory": "8g"}}')
+    return {str(key): str(value) for key, value in conf.items()}
+
+
 def build_resources() -> dict[str, object]:
-    spark = SparkResource()
+    spark = SparkResource(master=setting(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER), conf=spark_conf_from_env())
     warehouse = Warehouse(root=setting(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR), spark=spark)
     return {
         "spark": spark,

@@ -17,15 +17,26 @@ from batch_scoring.tables import SourceTable
 
 
 class SparkResource(dg.ConfigurableResource):
-    """The process's SparkSession. Local by default; point `master` at a cluster to scale out."""
+    """The process's SparkSession. Local by default; point `master` at a cluster to scale out (the
+    input and warehouse folders must then be one shared file system path on the driver and every worker)."""
 
-    master: str = Field(default="local[*]", description="Spark master URL, e.g. local[*] or spark://host:7077.")
+    master: str = Field(
+        default="local[*]",
+        description="Spark master URL (BATCH_SCORING_SPARK_MASTER): local[*], or a cluster's spark://host:7077.",
+    )
     shuffle_partitions: int = Field(default=8, description="spark.sql.shuffle.partitions; a few per core.")
     driver_memory: str = Field(default="4g", description="Driver JVM heap; applies when the JVM starts.")
     ui_enabled: bool = Field(default=False, description="Serve the Spark UI while a run is going.")
-    conf: dict[str, str] = Field(default_factory=dict, description="Further Spark settings.")
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Further Spark settings (BATCH_SCORING_SPARK_CONF, a JSON object)."
+    )
 
     def get_session(self) -> SparkSession:
+        """The process's session. The first caller creates it with these settings and later callers get
+        it as it is, so copies of this resource (nested in the warehouse) cannot undo its settings."""
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
         return build_spark_session(
             master=self.master,
             shuffle_partitions=self.shuffle_partitions,

@@ -29,8 +29,14 @@ def build_spark_session(
     """Return the process's SparkSession, creating it with these settings if there is none yet.
 
     Spark allows one active session per process; settings that only take effect when the JVM
-    starts (driver memory) apply to the first call only.
+    starts (driver memory) apply to the first call only. `master` is `local[N]`/`local[*]` or a
+    standalone cluster's `spark://host:port` (any master URL spark-submit takes, e.g. `yarn`).
     """
+    if master.startswith("sc://"):
+        raise ValueError(
+            f"Spark Connect ({master}) is not supported: its client needs pandas and pyarrow, which this "
+            "project does not install. Use a cluster's master URL (spark://host:7077) or Databricks."
+        )
     builder = SparkSession.builder.appName(app_name).master(master)
     settings = {
         **BASE_CONF,

@@ -1,8 +1,10 @@
 """Shared fixtures: one local Spark session for the whole test run, sized for a 2-core machine."""
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from datetime import date
@@ -14,7 +16,7 @@ import pytest
 from batch_scoring.assets.features import features
 from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
-from batch_scoring.definitions import INPUT_DIR_ENV, WAREHOUSE_DIR_ENV, build_definitions
+from batch_scoring.definitions import INPUT_DIR_ENV, SPARK_CONF_ENV, WAREHOUSE_DIR_ENV, build_definitions
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
 from batch_scoring.simulator import simulate_fleet, write_fleet
@@ -113,12 +115,14 @@ def dagster_command(executable: str, *args: str) -> list[str]:
 
 
 def deployment_env(input_dir: Path, warehouse: Path, dagster_home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a deployment's processes: the project's folders and the instance at `dagster_home`."""
+    """The environment of a deployment's processes: the project's folders, the instance at
+    `dagster_home`, and Spark sized for tests."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
         INPUT_DIR_ENV: str(input_dir),
         WAREHOUSE_DIR_ENV: str(warehouse),
+        SPARK_CONF_ENV: json.dumps({"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}),
         "DAGSTER_HOME": str(dagster_home),
         **extra,
     }
@@ -146,3 +150,9 @@ def stop_process(process: subprocess.Popen) -> None:
         process.wait()
     except ProcessLookupError:
         pass
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

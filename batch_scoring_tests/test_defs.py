@@ -4,8 +4,10 @@ import importlib
 import warnings
 
 import dagster as dg
+import pytest
 
 import batch_scoring.definitions
+from batch_scoring.spark import build_spark_session
 
 
 def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and_sensor():
@@ -41,8 +43,27 @@ def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):
     resources = importlib.reload(batch_scoring.definitions).build_resources()
     assert resources["input_files"].input_dir == dg.EnvVar("BATCH_SCORING_INPUT_DIR")
     assert resources["warehouse"].root == dg.EnvVar("BATCH_SCORING_WAREHOUSE_DIR")
+    assert resources["spark"].master == "local[*]"
+    monkeypatch.setenv("BATCH_SCORING_SPARK_MASTER", "spark://spark-master:7077")
+    assert importlib.reload(batch_scoring.definitions).build_resources()["spark"].master == dg.EnvVar(
+        "BATCH_SCORING_SPARK_MASTER"
+    )
+    monkeypatch.delenv("BATCH_SCORING_SPARK_MASTER")
     monkeypatch.delenv("BATCH_SCORING_INPUT_DIR")
     monkeypatch.delenv("BATCH_SCORING_WAREHOUSE_DIR")
     resources = importlib.reload(batch_scoring.definitions).build_resources()
     assert resources["input_files"].input_dir == "data/input"
     assert resources["warehouse"].root == "data/warehouse"
+
+
+def test_spark_settings_come_from_the_environment_and_bad_ones_are_named(monkeypatch):
+    monkeypatch.setenv("BATCH_SCORING_SPARK_CONF", '{"spark.executor.memory": "2g", "spark.executor.cores": 2}')
+    spark = importlib.reload(batch_scoring.definitions).build_resources()["spark"]
+    assert spark.conf == {"spark.executor.memory": "2g", "spark.executor.cores": "2"}
+    monkeypatch.setenv("BATCH_SCORING_SPARK_CONF", "spark.executor.memory=2g")
+    with pytest.raises(ValueError, match="BATCH_SCORING_SPARK_CONF is not JSON"):
+        importlib.reload(batch_scoring.definitions)
+    monkeypatch.delenv("BATCH_SCORING_SPARK_CONF")
+    importlib.reload(batch_scoring.definitions)
+    with pytest.raises(ValueError, match=r"Spark Connect \(sc://host:15002\) is not supported"):
+        build_spark_session(master="sc://host:15002")

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from batch_scoring_tests.conftest import (
     copy_warehouse,
     dagster_command,
     deployment_env,
+    free_port,
     start_process,
     stop_process,
 )
@@ -102,12 +102,6 @@ RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
   __typename ... on Run { status tags { key value } assetSelection { path } } } }"""
 LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 once, and a secret in the environment."""
 
 import gzip
-import json
 import os
 import random
 import re
@@ -198,14 +197,13 @@ def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, s
 # ---- separate processes through the `dagster` CLI, as production runs them ----
 
 FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token: it must never be written anywhere
-CLI_SPARK_CONFIG = json.dumps({"resources": {"spark": {"config": {"shuffle_partitions": 2, "driver_memory": "1g"}}}})
 
 
 def start_cli_run(input_dir: Path, warehouse: Path, dagster_home: Path, *args: str) -> subprocess.Popen:
     """`dagster asset materialize` in its own process group, with the fake token in its environment."""
     env = deployment_env(input_dir, warehouse, dagster_home, DATABRICKS_TOKEN=FAKE_TOKEN)
     command = dagster_command("dagster", "asset", "materialize", "-m", "batch_scoring.definitions", *args)
-    return start_process([*command, "--config-json", CLI_SPARK_CONFIG], env)
+    return start_process(command, env)
 
 
 def cli_instance(home: Path) -> dg.DagsterInstance:

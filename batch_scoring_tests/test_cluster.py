@@ -1,0 +1,108 @@
+"""The pipeline on a real Spark standalone cluster (a master and a worker started from the installed
+pyspark, on loopback) gives the same rows as on local Spark."""
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from batch_scoring.definitions import SPARK_MASTER_ENV
+from batch_scoring.features import FEATURES_SCHEMA
+from batch_scoring.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.storage import TableStore
+from batch_scoring.tables import TELEMETRY
+from batch_scoring_tests.conftest import (
+    all_assets,
+    copy_warehouse,
+    dagster_command,
+    deployment_env,
+    free_port,
+    materialize,
+    start_process,
+    stop_process,
+)
+
+DAY = "2015-04-29"
+SELECTION = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "features", "daily_predictions"]
+SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to an address Spark should not use
+
+
+def master_state(web_port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/json/", timeout=5) as response:
+            return json.load(response)
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    """A Spark standalone master and one worker (1 core, 1 GiB), stopped at the end with all they started."""
+    root = tmp_path_factory.mktemp("cluster")
+    port, web_port = free_port(), free_port()
+    env = {**os.environ, **LOOPBACK}
+    master_url = f"spark://127.0.0.1:{port}"
+    master = start_process(
+        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--webui-port", str(web_port)],
+        env,
+        output=(root / "master.log").open("w"),
+    )
+    worker = start_process(
+        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
+        + ["--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(root / "work")],
+        env,
+        output=(root / "worker.log").open("w"),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ((state := master_state(web_port)) and state.get("aliveworkers") == 1):
+            if time.monotonic() > deadline:
+                logs = "\n".join((root / name).read_text()[-2000:] for name in ("master.log", "worker.log"))
+                pytest.fail(f"the standalone cluster did not come up with one worker:\n{logs}")
+            time.sleep(1)
+        yield master_url, web_port
+    finally:
+        for process in (worker, master):
+            stop_process(process)
+
+
+def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
+    spark, standalone_cluster, trained_fleet, tmp_path
+):
+    master_url, web_port = standalone_cluster
+    input_dir = tmp_path / "input"
+    shutil.copytree(trained_fleet[0], input_dir)
+    on_cluster = copy_warehouse(trained_fleet[1], tmp_path / "cluster")
+    local = copy_warehouse(trained_fleet[1], tmp_path / "local")
+
+    env = deployment_env(input_dir, on_cluster, tmp_path / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
+    command = dagster_command("dagster", "asset", "materialize", "-m", "batch_scoring.definitions")
+    run = start_process([*command, "--select", ",".join(SELECTION), "--partition", DAY], env)
+    output = run.communicate(timeout=600)[0]
+    assert run.returncode == 0, output[-5000:]
+
+    state = master_state(web_port)
+    applications = [app["name"] for app in state["completedapps"] + state["activeapps"]]
+    assert applications == ["batch_scoring"], "the run's Spark application ran on the cluster"
+
+    assets = [a for a in all_assets() if a.key.path[-1] in SELECTION]
+    assert materialize(input_dir, local, assets, partition_key=DAY).success
+
+    for table, schema in (("raw_telemetry", TELEMETRY.schema), ("features", FEATURES_SCHEMA)):
+        cluster_rows = TableStore(spark, on_cluster).read(table, schema, [DAY])
+        local_rows = TableStore(spark, local).read(table, schema, [DAY])
+        assert cluster_rows.count() == local_rows.count() > 0
+        assert cluster_rows.exceptAll(local_rows).count() == 0, table
+    predictions = [
+        TableStore(spark, warehouse).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
+        for warehouse in (on_cluster, local)
+    ]
+    assert predictions[0].count() == predictions[1].count() == 30
+    assert predictions[0].exceptAll(predictions[1]).count() == 0
