@@ -367,26 +367,23 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
     assert f"Materialized ({scored_days})" in partitions and "Failed (0)" in partitions
 
 
-def test_the_command_line_scores_a_day_with_the_job_and_a_range_in_one_run_side_by_side(spark, deployment):
-    env = deployment_env(deployment.input_dir, deployment.warehouse, deployment.home)
-    one_day, days = "2015-04-26", ["2015-04-24", "2015-04-25"]
-    job = ["job", "execute", "-m", "batch_scoring.definitions", "-j", "daily_scoring_job"]
-    assets = ["asset", "materialize", "-m", "batch_scoring.definitions"]
-    commands = [
-        dagster_command("dagster", *job, "--tags", json.dumps({"dagster/partition": one_day})),
-        dagster_command(
-            "dagster",
-            *assets,
-            "--select",
-            "raw_telemetry,features,daily_predictions,maintenance_worklist",
-            "--partition-range",
-            f"{days[0]}...{days[1]}",
-        ),
-    ]
-    processes = [start_process(command, env) for command in commands]  # side by side, as users may
-    for process in processes:
-        output = process.communicate(timeout=RUN_TIMEOUT)[0]
-        assert process.returncode == 0, output[-5000:]
-    assert deployment.predictions(spark, [one_day, *days]).count() == MACHINES * 3
+def test_the_command_line_scores_a_range_of_days_in_one_run(spark, deployment):
+    # one partition from the command line: test_faults (`--partition`) and test_cluster (`dagster job execute`)
+    days = ["2015-04-24", "2015-04-25"]
+    command = dagster_command(
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "batch_scoring.definitions",
+        "--select",
+        "raw_telemetry,features,daily_predictions,maintenance_worklist",
+        "--partition-range",
+        f"{days[0]}...{days[1]}",
+    )
+    run = start_process(command, deployment_env(deployment.input_dir, deployment.warehouse, deployment.home))
+    output = run.communicate(timeout=RUN_TIMEOUT)[0]
+    assert run.returncode == 0, output[-5000:]
+    assert deployment.predictions(spark, days).count() == MACHINES * len(days)
     worklists = {p.name for p in (deployment.warehouse / "worklists").iterdir()}
-    assert {f"maintenance_worklist_{day}.csv" for day in [one_day, *days]} <= worklists
+    assert {f"maintenance_worklist_{day}.csv" for day in days} <= worklists

@@ -29,7 +29,3 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_pa
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
     assert TableStore(spark, warehouse).existing_partitions("daily_predictions") == ["2015-04-30"]
-
-    assert main(["quickstart", "--machines", "30", "--days", "120"]) == 0
-    assert f"Using the input files already in {tmp_path / 'input'}" in capsys.readouterr().out
-    assert len(ModelStore(warehouse / "failure_model").versions()) == 2
