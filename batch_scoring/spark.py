@@ -49,7 +49,14 @@ def build_spark_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    apply_runtime_settings(spark, settings)  # they also apply to a session that existed
+    return spark
+
+
+def apply_runtime_settings(spark: SparkSession, settings: Mapping[str, str] = BASE_CONF) -> SparkSession:
+    """Set the SQL settings a running session accepts (all but those fixed when the JVM starts): on a
+    cluster whose session the platform built (Databricks), the project's base settings come in this way."""
     for key, value in settings.items():
         if key.startswith("spark.sql."):
-            spark.conf.set(key, value)  # runtime settings also apply to a session that existed
+            spark.conf.set(key, value)
     return spark

@@ -67,3 +67,49 @@ def test_spark_settings_come_from_the_environment_and_bad_ones_are_named(monkeyp
     importlib.reload(batch_scoring.definitions)
     with pytest.raises(ValueError, match=r"Spark Connect \(sc://host:15002\) is not supported"):
         build_spark_session(master="sc://host:15002")
+
+
+def asset_graph_summary(defs: dg.Definitions) -> dict[str, tuple]:
+    """What users see of each asset: its lineage, partitions, backfill policy, checks and config."""
+    graph = defs.resolve_asset_graph()
+    summary = {}
+    for key in graph.get_all_asset_keys():
+        node, asset = graph.get(key), defs.resolve_assets_def(key)
+        config = asset.op.config_field and getattr(asset.op.config_field.config_type, "fields", None)
+        summary[key.to_user_string()] = (
+            node.group_name,
+            node.description,
+            sorted(k.to_user_string() for k in node.parent_keys),
+            node.partitions_def,
+            asset.backfill_policy,
+            sorted((c.name, c.blocking) for c in asset.check_specs),
+            sorted(config or {}),
+        )
+    return summary
+
+
+def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_env_vars(monkeypatch):
+    local = asset_graph_summary(importlib.reload(batch_scoring.definitions).defs)
+    monkeypatch.setenv("BATCH_SCORING_ENGINE", "databricks")
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_WHEEL", "/Volumes/main/pdm/artifacts/batch_scoring-0.1.0.whl")
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"spark_version": "17.3.x", "node_type_id": "i3.xlarge"}')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        defs = importlib.reload(batch_scoring.definitions).defs
+    dg.Definitions.validate_loadable(defs)
+    assert asset_graph_summary(defs) == local
+    assert local["raw_telemetry"][-1] == ["max_quarantined_share"]  # run config goes along to the cluster
+    databricks = defs.resources["databricks"]
+    assert databricks.host == dg.EnvVar("DATABRICKS_HOST") and databricks.token == dg.EnvVar("DATABRICKS_TOKEN")
+
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"num_workers": 2}')
+    with pytest.raises(ValueError, match=r"BATCH_SCORING_DATABRICKS_CLUSTER must be .* spark_version and node_type_id"):
+        importlib.reload(batch_scoring.definitions)
+    monkeypatch.delenv("BATCH_SCORING_DATABRICKS_WHEEL")
+    with pytest.raises(ValueError, match="BATCH_SCORING_ENGINE=databricks needs BATCH_SCORING_DATABRICKS_WHEEL"):
+        importlib.reload(batch_scoring.definitions)
+    monkeypatch.setenv("BATCH_SCORING_ENGINE", "emr")
+    with pytest.raises(ValueError, match="BATCH_SCORING_ENGINE is 'emr': it must be one of spark, databricks"):
+        importlib.reload(batch_scoring.definitions)
+    monkeypatch.delenv("BATCH_SCORING_ENGINE")
+    importlib.reload(batch_scoring.definitions)
