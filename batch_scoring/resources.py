@@ -107,8 +107,9 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
         store = self.warehouse.store()
         store.write(name, obj, partitions)
-        with store.locked(name):  # describe what this run wrote, not what a concurrent run writes next
-            metadata = table_metadata(store.read(name, declared, partitions))
+        # the rows written are exactly `obj`'s (assets persist what they return), so the metadata comes
+        # from them rather than from reading the files back, which a concurrent run may replace meanwhile
+        metadata = table_metadata(obj)
         context.add_output_metadata({"path": dg.MetadataValue.path(str(store.path(name))), **metadata})
 
     def load_input(self, context: dg.InputContext) -> DataFrame:

@@ -26,11 +26,10 @@ from batch_scoring.definitions import (
     WAREHOUSE_DIR_ENV,
     build_definitions,
 )
-from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.model_store import ModelStore
-from batch_scoring.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
 from batch_scoring.storage import TableStore
-from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse
+from batch_scoring_tests.conftest import REPO_ROOT, all_assets, copy_warehouse, materialize
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
 DAY = "2015-04-28"
@@ -107,28 +106,33 @@ def test_the_wheel_leaves_spark_to_the_cluster_and_names_the_task_entry_point(wh
     assert f"{TASK_ENTRY_POINT} = batch_scoring.databricks_task:main" in entry_points
 
 
-def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, workspace, trained_fleet):
+def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, workspace, trained_fleet, tmp_path):
     double, warehouse, defs = workspace
-    store = TableStore(spark, warehouse)
-    expected_features = store.snapshot("features", FEATURES_SCHEMA, [DAY])
-    shutil.rmtree(store.partition_path("features", DAY))  # recomputed on "Databricks"
+    input_dir, trained_warehouse = trained_fleet
+    local = copy_warehouse(trained_warehouse, tmp_path / "local")
+    assert materialize(
+        input_dir, local, [a for a in all_assets() if a.key.path[-1] == "daily_predictions"], partition_key=DAY
+    ).success
 
     result = run(
         defs,
-        ["features", "daily_predictions", "maintenance_worklist"],
+        ["daily_predictions", "maintenance_worklist"],
         DAY,
         run_config={"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.0}}}},
     )
 
     assert result.success
-    # the job cluster wrote the storage contract's tables with the project's own code
-    features = store.read("features", FEATURES_SCHEMA, [DAY])
-    assert features.count() == 30
-    assert features.exceptAll(expected_features).isEmpty() and expected_features.exceptAll(features).isEmpty()
-    predictions = store.read("daily_predictions", PREDICTIONS_SCHEMA, [DAY])
+    # the job cluster wrote the storage contract's tables with the project's own code, as a local run does
+    predictions = [
+        TableStore(spark, w).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
+        for w in (warehouse, local)
+    ]
+    assert predictions[0].count() == predictions[1].count() == 30
+    assert predictions[0].exceptAll(predictions[1]).isEmpty()
     latest = ModelStore(warehouse / "failure_model").load_latest_usable().version
-    assert {r["model_version"] for r in predictions.select("model_version").distinct().collect()} == {latest}
-    assert predictions.count() == 30
+    assert {r["model_version"] for r in predictions[0].select("model_version").distinct().collect()} == {latest}
+    worklist = TableStore(spark, warehouse).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY])
+    assert worklist.count() == 30  # run config went to the cluster: a threshold of 0 lists every machine
 
     # metadata and check results made the round trip through Pipes
     by_asset = {
@@ -136,11 +140,10 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
         for m in result.get_asset_materialization_events()
         for m in [m.materialization]
     }
-    assert by_asset["features"]["dagster/row_count"].value == 30
-    assert isinstance(by_asset["features"]["preview"], dg.TableMetadataValue)
-    assert by_asset["features"]["dagster/column_schema"].value.columns[0].name == "machine_id"
+    assert by_asset["daily_predictions"]["dagster/row_count"].value == 30
+    assert isinstance(by_asset["daily_predictions"]["preview"], dg.TableMetadataValue)
+    assert by_asset["daily_predictions"]["dagster/column_schema"].value.columns[0].name == "machine_id"
     assert by_asset["daily_predictions"]["model_version"].value == latest
-    # run config went to the cluster: a threshold of 0 lists every machine
     assert by_asset["maintenance_worklist"]["machines_listed"].value == {DAY: 30}
     run_ids = {int(m["Databricks Job Run ID"].value) for m in by_asset.values()}
     assert run_ids == set(double.runs)
@@ -149,7 +152,7 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
 
     # each asset was a job run on a new cluster, started from the wheel's entry point
     submits = [r["body"] for r in double.requests if r["endpoint"].endswith("/runs/submit")]
-    assert [s["tasks"][0]["task_key"] for s in submits] == ["features", "daily_predictions", "maintenance_worklist"]
+    assert [s["tasks"][0]["task_key"] for s in submits] == ["daily_predictions", "maintenance_worklist"]
     for submit in submits:
         (task,) = submit["tasks"]
         assert task["python_wheel_task"] == {"package_name": "batch_scoring", "entry_point": TASK_ENTRY_POINT}
