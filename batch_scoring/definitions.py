@@ -11,7 +11,7 @@ from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.databricks import DatabricksJobs, on_databricks, parse_cluster_spec
 from batch_scoring.jobs import daily_scoring_job, daily_scoring_schedule, ingest_job, training_job
-from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.resources import SparkResource, pipeline_resources
 from batch_scoring.sensors import new_data_sensor
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
@@ -76,14 +76,9 @@ def databricks_jobs_from_env() -> DatabricksJobs:
 
 def build_resources() -> dict[str, object]:
     spark = SparkResource(master=setting(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER), conf=spark_conf_from_env())
-    warehouse = Warehouse(root=setting(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR), spark=spark)
-    return {
-        "spark": spark,
-        "input_files": InputFiles(input_dir=setting(INPUT_DIR_ENV, DEFAULT_INPUT_DIR)),
-        "warehouse": warehouse,
-        "io_manager": ParquetIOManager(warehouse=warehouse),
-        "model_io_manager": ModelIOManager(warehouse=warehouse),
-    }
+    return pipeline_resources(
+        spark, setting(INPUT_DIR_ENV, DEFAULT_INPUT_DIR), setting(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR)
+    )
 
 
 def build_definitions() -> dg.Definitions:

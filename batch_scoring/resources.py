@@ -140,3 +140,15 @@ class ModelIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> TrainedModel:
         return self._store(context.upstream_output.asset_key).load_latest_usable()
+
+
+def pipeline_resources(spark: SparkResource, input_dir: str, warehouse_dir: str) -> dict[str, object]:
+    """Every resource the assets use, around one Spark resource and the two folders (str or EnvVar)."""
+    warehouse = Warehouse(root=warehouse_dir, spark=spark)
+    return {
+        "spark": spark,
+        "input_files": InputFiles(input_dir=input_dir),
+        "warehouse": warehouse,
+        "io_manager": ParquetIOManager(warehouse=warehouse),
+        "model_io_manager": ModelIOManager(warehouse=warehouse),
+    }

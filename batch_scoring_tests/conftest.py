@@ -18,7 +18,7 @@ from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.definitions import INPUT_DIR_ENV, SPARK_ASSETS, SPARK_CONF_ENV, WAREHOUSE_DIR_ENV
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.resources import SparkResource, pipeline_resources
 from batch_scoring.simulator import simulate_fleet, write_fleet
 from batch_scoring.spark import build_spark_session
 
@@ -51,14 +51,7 @@ def real_data_dir() -> Path:
 
 def dagster_resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]:
     """The production resources, pointed at test folders and sized for tests."""
-    warehouse = Warehouse(root=str(warehouse_dir), spark=TEST_SPARK)
-    return {
-        "spark": TEST_SPARK,
-        "input_files": InputFiles(input_dir=str(input_dir)),
-        "warehouse": warehouse,
-        "io_manager": ParquetIOManager(warehouse=warehouse),
-        "model_io_manager": ModelIOManager(warehouse=warehouse),
-    }
+    return pipeline_resources(TEST_SPARK, str(input_dir), str(warehouse_dir))
 
 
 FLEET_DAYS = ("2015-01-01", "2015-04-30")

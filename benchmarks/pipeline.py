@@ -43,7 +43,7 @@ from pyspark.sql import functions as F
 from batch_scoring.definitions import SPARK_ASSETS
 from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.resources import InputFiles, ModelIOManager, ParquetIOManager, SparkResource, Warehouse
+from batch_scoring.resources import SparkResource, pipeline_resources
 from batch_scoring.simulator import simulate_fleet, write_fleet, write_source_file
 from batch_scoring.spark import build_spark_session
 from batch_scoring.tables import TELEMETRY
@@ -124,15 +124,7 @@ class Bench:
 
 def resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]:
     """The production resources with the project's default Spark settings (local[*])."""
-    spark = SparkResource()
-    warehouse = Warehouse(root=str(warehouse_dir), spark=spark)
-    return {
-        "spark": spark,
-        "input_files": InputFiles(input_dir=str(input_dir)),
-        "warehouse": warehouse,
-        "io_manager": ParquetIOManager(warehouse=warehouse),
-        "model_io_manager": ModelIOManager(warehouse=warehouse),
-    }
+    return pipeline_resources(SparkResource(), str(input_dir), str(warehouse_dir))
 
 
 def materialize(folders: tuple[Path, Path], selection: list[str], first=None, last=None, config=None):
