@@ -20,7 +20,7 @@ def parse_cluster_spec(text: str, source: str) -> dict:
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{source} is not JSON ({error}): {text!r}") from error
+        raise ValueError(f"{source} is not JSON ({error})") from error  # not echoed: it may hold settings
     missing = [key for key in ("spark_version", "node_type_id") if key not in spec] if isinstance(spec, dict) else []
     if not isinstance(spec, dict) or missing:
         raise ValueError(

@@ -105,6 +105,10 @@ def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_e
     monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"num_workers": 2}')
     with pytest.raises(ValueError, match=r"BATCH_SCORING_DATABRICKS_CLUSTER must be .* spark_version and node_type_id"):
         importlib.reload(batch_scoring.definitions)
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", "spark_conf=fs.azure.account.key:s3cr3t")
+    with pytest.raises(ValueError, match="BATCH_SCORING_DATABRICKS_CLUSTER is not JSON") as error:
+        importlib.reload(batch_scoring.definitions)
+    assert "s3cr3t" not in str(error.value), "the variable's value may hold secrets: it is not echoed"
     monkeypatch.delenv("BATCH_SCORING_DATABRICKS_WHEEL")
     with pytest.raises(ValueError, match="BATCH_SCORING_ENGINE=databricks needs BATCH_SCORING_DATABRICKS_WHEEL"):
         importlib.reload(batch_scoring.definitions)
