@@ -40,7 +40,7 @@ def spark_conf_from_env() -> dict[str, str]:
     try:
         conf = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{SPARK_CONF_ENV} is not JSON ({error}): {text!r}") from error
+        raise ValueError(f"{SPARK_CONF_ENV} is not JSON ({error})") from error  # not echoed: it may hold keys
     if not isinstance(conf, dict):
         raise ValueError(f'{SPARK_CONF_ENV} must be a JSON object such as {{"spark.executor.memory": "8g"}}')
     return {str(key): str(value) for key, value in conf.items()}

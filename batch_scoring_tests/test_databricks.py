@@ -2,11 +2,14 @@
 PipesDatabricksClient, the double runs the project's entry point from the built wheel, and the metadata and
 check results come back through Pipes messages on (the double's) DBFS."""
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -197,3 +200,31 @@ def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(workspace
     # the remote exception came back through Pipes and is in the run's event log
     (closed,) = [e for e in instance.all_logs(result.run_id) if "pipes closed with exception" in e.message]
     assert "Nothing to score for 2015-06-01" in closed.dagster_event.engine_event_data.error.to_string()
+
+
+def test_the_double_refuses_what_the_api_refuses(tmp_path):
+    """The double answers like the API where a client goes wrong, so a changed client cannot pass by accident."""
+
+    def call(double, method, path, body=None, token=TOKEN):
+        request = urllib.request.Request(
+            double.url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    with DatabricksDouble(tmp_path, TOKEN, task_env={}) as double:
+        assert call(double, "POST", "/api/2.0/dbfs/mkdirs", {"path": "/tmp/x"}, token="wrong")[0] == 401
+        status, error = call(double, "POST", "/api/2.0/dbfs/mkdirs", {"path": "/tmp/x", "mode": "0700"})
+        assert (status, error["error_code"]) == (400, "INVALID_PARAMETER_VALUE") and ".mode" in error["message"]
+        too_big = base64.b64encode(b"x" * (1024 * 1024 + 1)).decode()
+        status, error = call(double, "POST", "/api/2.0/dbfs/put", {"path": "/tmp/x/big", "contents": too_big})
+        assert (status, error["error_code"]) == (400, "MAX_BLOCK_SIZE_EXCEEDED")
+        status, error = call(double, "GET", "/api/2.0/dbfs/read?path=/tmp/none")
+        assert (status, error["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+        assert call(double, "GET", "/api/2.1/jobs/list")[0] == 404  # not an endpoint the client calls

@@ -60,9 +60,10 @@ def test_spark_settings_come_from_the_environment_and_bad_ones_are_named(monkeyp
     monkeypatch.setenv("BATCH_SCORING_SPARK_CONF", '{"spark.executor.memory": "2g", "spark.executor.cores": 2}')
     spark = importlib.reload(batch_scoring.definitions).build_resources()["spark"]
     assert spark.conf == {"spark.executor.memory": "2g", "spark.executor.cores": "2"}
-    monkeypatch.setenv("BATCH_SCORING_SPARK_CONF", "spark.executor.memory=2g")
-    with pytest.raises(ValueError, match="BATCH_SCORING_SPARK_CONF is not JSON"):
+    monkeypatch.setenv("BATCH_SCORING_SPARK_CONF", "spark.hadoop.fs.s3a.secret.key=s3cr3t")
+    with pytest.raises(ValueError, match="BATCH_SCORING_SPARK_CONF is not JSON") as error:
         importlib.reload(batch_scoring.definitions)
+    assert "s3cr3t" not in str(error.value), "the variable's value may hold secrets: it is not echoed"
     monkeypatch.delenv("BATCH_SCORING_SPARK_CONF")
     importlib.reload(batch_scoring.definitions)
     with pytest.raises(ValueError, match=r"Spark Connect \(sc://host:15002\) is not supported"):
