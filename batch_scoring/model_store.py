@@ -1,9 +1,11 @@
 """Versions of the trained failure model: each training is kept, the newest is what scoring uses.
 
-Layout under `<warehouse>/failure_model/`:
+Layout under `<warehouse>/failure_model/`, written with Spark only, so it works on any storage Spark
+writes to (a local folder, a cloud bucket, a Unity Catalog volume):
 - `versions/<version>/pipeline/`: the fitted Spark PipelineModel, loadable with `PipelineModel.load`;
-- `versions/<version>/manifest.json`: training window, metrics and the verdict of its check;
-- `LATEST`: the newest version's name, replaced atomically once the version is complete.
+- `registry/`: a Delta table with one row per complete version (its manifest: training window, the
+  Delta versions of the tables it learnt from, metrics and the verdict of its check). A version is
+  registered, in one commit, only once its pipeline is written, so a crash leaves no half version.
 
 Scoring refuses a newest version whose check failed rather than quietly using an older one.
 """
@@ -11,16 +13,25 @@ Scoring refuses a newest version whose check failed rather than quietly using an
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.ml import PipelineModel
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from batch_scoring.storage import DeltaTables
+
+REGISTRY_SCHEMA = T.StructType(
+    [
+        T.StructField("version", T.StringType(), nullable=False),
+        T.StructField("usable", T.BooleanType(), nullable=False),
+        T.StructField("manifest", T.StringType(), nullable=False),  # JSON
+    ]
+)
 
 
 class ModelNotUsable(RuntimeError):
-    """There is no trained model to score with, or the newest one failed its check."""
+    """There is no trained model to score with, or the newest one failed its check, or it cannot be loaded."""
 
 
 @dataclass(frozen=True)
@@ -34,52 +45,53 @@ class TrainedModel:
 
 
 class ModelStore:
-    def __init__(self, root: Path):
-        self.root = Path(root).absolute()
+    def __init__(self, tables: DeltaTables, name: str):
+        self.tables = tables
+        self.name = name
+        self.registry = f"{name}/registry"
 
-    def version_path(self, version: str) -> Path:
-        return self.root / "versions" / version
+    @property
+    def location(self) -> str:
+        return self.tables.location(self.name)
 
-    def versions(self) -> list[str]:
-        folder = self.root / "versions"
-        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    def pipeline_location(self, version: str) -> str:
+        return f"{self.location}/versions/{version}/pipeline"
 
-    def save(self, trained: TrainedModel) -> Path:
-        """Write a new version completely, then point LATEST at it."""
-        target = self.version_path(trained.version)
-        if target.exists():
-            raise FileExistsError(f"model version {trained.version} exists already at {target}")
-        staging = self.root / ".staging" / trained.version
-        shutil.rmtree(staging, ignore_errors=True)
-        trained.pipeline.write().save(str(staging / "pipeline"))
-        (staging / "manifest.json").write_text(json.dumps(trained.manifest, indent=2, sort_keys=True))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staging, target)
-        pointer = self.root / f".LATEST.{trained.version}"
-        pointer.write_text(trained.version)
-        os.replace(pointer, self.root / "LATEST")
+    def save(self, trained: TrainedModel, note: str = "") -> str:
+        """Write a new version's pipeline, then register it; return where the pipeline is."""
+        target = self.pipeline_location(trained.version)
+        trained.pipeline.write().save(target)  # fails if the version exists already
+        entry = [(trained.version, bool(trained.manifest["check"]["passed"]), json.dumps(trained.manifest))]
+        self.tables.append(
+            self.registry, self.tables.spark.createDataFrame(entry, REGISTRY_SCHEMA), REGISTRY_SCHEMA, note
+        )
         return target
 
-    def manifest(self, version: str) -> dict:
-        return json.loads((self.version_path(version) / "manifest.json").read_text())
-
-    def load(self, version: str) -> TrainedModel:
-        return TrainedModel(PipelineModel.load(str(self.version_path(version) / "pipeline")), self.manifest(version))
+    def manifests(self) -> list[dict]:
+        """Every registered version's manifest, oldest first (one small row per training)."""
+        if not self.tables.exists(self.registry):
+            return []
+        rows = self.tables.read(self.registry, REGISTRY_SCHEMA).orderBy("version").select("manifest").collect()
+        return [json.loads(row.manifest) for row in rows]
 
     def load_latest_usable(self) -> TrainedModel:
         """The newest version, provided its check passed; otherwise say what to materialize."""
-        latest = self.root / "LATEST"
-        if not latest.exists():
+        newest = (
+            self.tables.read(self.registry, REGISTRY_SCHEMA).orderBy(F.desc("version")).limit(1).collect()
+            if self.tables.exists(self.registry)
+            else []
+        )
+        if not newest:
             raise ModelNotUsable(
-                f"No trained failure_model in {self.root}: materialize failure_model first "
+                f"No trained failure_model in {self.location}: materialize failure_model first "
                 "(it trains on the features partitions of its training window)."
             )
-        version = latest.read_text().strip()
-        manifest = self.manifest(version)
-        if not manifest["check"]["passed"]:
+        manifest = json.loads(newest[0].manifest)
+        version = manifest["version"]
+        if not newest[0].usable:
             raise ModelNotUsable(
                 f"The newest failure_model (version {version}) failed its check usable_for_scoring: "
                 f"{manifest['check']['reason']}. Materialize failure_model again (more training days, "
                 "other settings) until its check passes; scoring does not fall back to older versions."
             )
-        return self.load(version)
+        return TrainedModel(PipelineModel.load(self.pipeline_location(version)), manifest)

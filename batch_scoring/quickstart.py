@@ -112,7 +112,7 @@ def _scoring_summary(result: dg.ExecuteInProcessResult, warehouse_dir: Path) -> 
     lines = [
         f"Predictions: {predictions['dagster/row_count']} machines scored with model {predictions['model_version']}, "
         f"{next(iter(shares.values())):.0%} predicted to have a component fail within 7 days",
-        f"  Parquet: {predictions['path']}/date=<day>/",
+        f"  Delta table: {predictions['path']} (version {predictions['delta_version']})",
         f"Worklist: {worklist['dagster/row_count']} machines at failure probability >= "
         f"{worklist['min_failure_probability']}",
         f"  CSV: {worklist['csv_file']}",

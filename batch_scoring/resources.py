@@ -1,10 +1,10 @@
-"""Dagster resources: the Spark session, the input folder and the warehouse, and the Parquet IO manager."""
+"""Dagster resources: the Spark session, the input folder, the warehouse and its IO manager (Delta tables, models)."""
 
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -12,7 +12,7 @@ from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER, SourceFile, pl
 from batch_scoring.metadata import COLUMN_SCHEMA_KEY, spark_schema, table_metadata
 from batch_scoring.model_store import ModelStore, TrainedModel
 from batch_scoring.spark import build_spark_session
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import SourceTable
 
 
@@ -81,65 +81,77 @@ class InputFiles(dg.ConfigurableResource):
 
 
 class Warehouse(dg.ConfigurableResource):
-    """Where every table is written: `<root>/<asset name>/`, daily partitions under `date=YYYY-MM-DD/`."""
+    """Where every table is kept: the Delta table `<root>/<asset name>/`, daily ones partitioned by `date`."""
 
-    root: str = Field(description="Warehouse folder (BATCH_SCORING_WAREHOUSE_DIR).")
+    root: str = Field(description="Warehouse folder or URI (BATCH_SCORING_WAREHOUSE_DIR).")
     spark: SparkResource
 
-    def store(self) -> TableStore:
-        return TableStore(self.spark.get_session(), Path(self.root))
+    def tables(self) -> DeltaTables:
+        return DeltaTables(self.spark.get_session(), self.root)
 
 
-class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores Spark DataFrames as Parquet tables in the warehouse, one partition replaced at a time.
+def commit_note(run_id: str, asset_name: str) -> str:
+    """What a table's Delta history says of a commit: which Dagster run wrote which asset."""
+    return f"dagster run {run_id} asset {asset_name}"
 
-    An asset's Spark schema comes from its `dagster/column_schema` metadata, so tables are read
-    with an explicit schema and a write whose columns differ from the declared ones fails.
+
+class WarehouseIOManager(dg.ConfigurableIOManager):
+    """Stores Spark DataFrames as Delta tables in the warehouse, some days at a time, and trained models
+    as versions in the model store.
+
+    A table's Spark schema comes from its asset's `dagster/column_schema` metadata, so tables are read
+    and written against the declared columns. Inputs are read at one Delta version each; the versions a
+    step read are recorded with what it writes (`delta_versions_read`), and a model's manifest keeps them.
     """
 
     warehouse: Warehouse
+    # per step: the Delta version of each table (or model version) its inputs were loaded at
+    _versions_read: dict[str, dict[str, int | str]] = PrivateAttr(default_factory=dict)
 
-    def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: DataFrame | TrainedModel) -> None:
         name = context.asset_key.path[-1]
+        tables = self.warehouse.tables()
+        versions_read = self._versions_read.pop(context.step_key, {})
+        note = commit_note(context.run_id, name)
+        if isinstance(obj, TrainedModel):
+            path = ModelStore(tables, name).save(
+                TrainedModel(obj.pipeline, {**obj.manifest, "read": versions_read}), note
+            )
+            context.add_output_metadata({"path": dg.MetadataValue.path(path), **_versions_metadata(versions_read)})
+            return
         declared = spark_schema(context.definition_metadata[COLUMN_SCHEMA_KEY])
-        if obj.columns != declared.fieldNames():
-            raise ValueError(f"{name}: columns {obj.columns} differ from the declared {declared.fieldNames()}")
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
-        store = self.warehouse.store()
-        store.write(name, obj, partitions)
+        version = tables.write(name, obj, declared, partitions, note)
         # the rows written are exactly `obj`'s (assets persist what they return), so the metadata comes
-        # from them rather than from reading the files back, which a concurrent run may replace meanwhile
-        metadata = table_metadata(obj)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(store.path(name))), **metadata})
+        # from them rather than from reading the table back
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(tables.location(name)),
+                "delta_version": dg.MetadataValue.int(version),
+                **_versions_metadata(versions_read),
+                **table_metadata(obj),
+            }
+        )
 
-    def load_input(self, context: dg.InputContext) -> DataFrame:
+    def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel:
         upstream = context.upstream_output
         name = upstream.asset_key.path[-1]
+        tables = self.warehouse.tables()
+        read = self._versions_read.setdefault(context.step_context.step.key, {})
+        if COLUMN_SCHEMA_KEY not in upstream.definition_metadata:
+            model = ModelStore(tables, name).load_latest_usable()
+            read[name] = model.version
+            return model
         schema: T.StructType = spark_schema(upstream.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
-        # a snapshot: another run (the schedule beside a backfill) may replace the table while this step runs
-        return self.warehouse.store().snapshot(name, schema, partitions)
+        # one version for the whole step: other runs may commit to the table while it runs
+        version = tables.version(name)
+        read[name] = version
+        return tables.read(name, schema, partitions, version)
 
 
-class ModelIOManager(dg.ConfigurableIOManager):
-    """Keeps every trained model as a version under `<warehouse>/<asset name>/versions/`.
-
-    Loading gives the newest version, and fails, saying what to materialize, when there is none or
-    when the newest one failed its check.
-    """
-
-    warehouse: Warehouse
-
-    def _store(self, asset_key: dg.AssetKey) -> ModelStore:
-        self.warehouse.spark.get_session()  # saving and loading a PipelineModel need the session
-        return ModelStore(Path(self.warehouse.root) / asset_key.path[-1])
-
-    def handle_output(self, context: dg.OutputContext, obj: TrainedModel) -> None:
-        path = self._store(context.asset_key).save(obj)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
-
-    def load_input(self, context: dg.InputContext) -> TrainedModel:
-        return self._store(context.upstream_output.asset_key).load_latest_usable()
+def _versions_metadata(versions_read: dict[str, int | str]) -> dict[str, dg.MetadataValue]:
+    return {"delta_versions_read": dg.MetadataValue.json(versions_read)} if versions_read else {}
 
 
 def pipeline_resources(spark: SparkResource, input_dir: str, warehouse_dir: str) -> dict[str, object]:
@@ -149,6 +161,5 @@ def pipeline_resources(spark: SparkResource, input_dir: str, warehouse_dir: str)
         "spark": spark,
         "input_files": InputFiles(input_dir=input_dir),
         "warehouse": warehouse,
-        "io_manager": ParquetIOManager(warehouse=warehouse),
-        "model_io_manager": ModelIOManager(warehouse=warehouse),
+        "io_manager": WarehouseIOManager(warehouse=warehouse),
     }

@@ -21,7 +21,9 @@ from __future__ import annotations
 import calendar
 import functools
 import math
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +32,6 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
-from batch_scoring.storage import write_single_csv
 from batch_scoring.tables import (
     COMPONENTS,
     ERROR_IDS,
@@ -402,3 +403,21 @@ def simulate_like(
     telemetry = simulate_telemetry(real["machines"], real["failures"], start, days, seed)
     written[TELEMETRY.name] = write_source_file(telemetry, TELEMETRY, out_dir, gzip)
     return written
+
+
+def write_single_csv(df: DataFrame, target: Path, gzip: bool = False) -> Path:
+    """Write `df`, in its order, as one CSV file with a header, replacing `target` atomically."""
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        (
+            df.coalesce(1)
+            .write.option("header", True)
+            .option("compression", "gzip" if gzip else "none")
+            .csv(str(staging))
+        )
+        (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
+        os.replace(part, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

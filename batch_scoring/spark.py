@@ -6,16 +6,35 @@ from collections.abc import Mapping
 
 from pyspark.sql import SparkSession
 
+# Delta Lake's jars, which Spark resolves from Maven Central (or ~/.m2) when the JVM starts. The
+# Python package is delta-spark 4.4.1, whose jars were never published; 4.4.0 is the newest Delta
+# release for Spark 4.2 there. Path-based tables need only delta-spark and delta-storage: the Delta
+# kernel modules bring their own Hadoop, Parquet and Jackson, and the rest Spark ships itself.
+DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
+DELTA_EXCLUDED_PACKAGES = (
+    "io.delta:delta-kernel-api",
+    "io.delta:delta-kernel-defaults",
+    "io.delta:delta-kernel-unitycatalog",
+    "org.slf4j:slf4j-api",
+    "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-core",
+    "org.apache.logging.log4j:log4j-slf4j2-impl",
+    "com.google.code.findbugs:jsr305",
+)
+
 # Settings every session gets. Timestamps in the data set carry no zone: they are read and written as
 # UTC whatever the machine's zone, so a day partition means the same hours everywhere.
 BASE_CONF = {
     "spark.sql.session.timeZone": "UTC",
-    "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.parquet.compression.codec": "snappy",
     "spark.ui.showConsoleProgress": "false",
-    # no _SUCCESS markers inside table folders: other engines read the folders as they are
-    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # a table's log is replayed in this many tasks (Delta's default, 50, is for large logs on clusters)
+    "spark.databricks.delta.snapshotPartitions": "2",
 }
+# what a session the project builds itself adds: on Databricks the runtime brings Delta
+JAR_CONF = {"spark.jars.packages": DELTA_PACKAGE, "spark.jars.excludes": ",".join(DELTA_EXCLUDED_PACKAGES)}
 
 
 def build_spark_session(
@@ -40,6 +59,7 @@ def build_spark_session(
     builder = SparkSession.builder.appName(app_name).master(master)
     settings = {
         **BASE_CONF,
+        **JAR_CONF,
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.driver.memory": driver_memory,
         "spark.ui.enabled": str(ui_enabled).lower(),
@@ -53,10 +73,14 @@ def build_spark_session(
     return spark
 
 
+# set only when the JVM starts
+STATIC_SQL_CONF = ("spark.sql.extensions", "spark.sql.catalog.spark_catalog")
+
+
 def apply_runtime_settings(spark: SparkSession, settings: Mapping[str, str] = BASE_CONF) -> SparkSession:
     """Set the SQL settings a running session accepts (all but those fixed when the JVM starts): on a
     cluster whose session the platform built (Databricks), the project's base settings come in this way."""
     for key, value in settings.items():
-        if key.startswith("spark.sql."):
+        if key.startswith(("spark.sql.", "spark.databricks.delta.")) and key not in STATIC_SQL_CONF:
             spark.conf.set(key, value)
     return spark

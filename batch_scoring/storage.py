@@ -1,204 +1,198 @@
-"""Parquet tables in the warehouse folder, replaced whole or one partition at a time.
+"""Delta tables in the warehouse: replaced whole or some days at a time, each write one Delta commit.
 
-The storage contract: table `name` lives at `<root>/<name>/`; a daily-partitioned table keeps each
-day under `<root>/<name>/date=YYYY-MM-DD/`, so any Spark or SQL engine can read the folders.
+The storage contract: table `name` is the Delta table at `<root>/<name>/` (a local folder, or any URI
+Spark and Delta write to: `abfss://`, `s3://`, `dbfs:/`, a Unity Catalog volume). A daily table is
+partitioned by its `date` column; writing some days replaces exactly those days (`replaceWhere`), so
+a rerun never duplicates rows and a failed write leaves the previous version. Every commit names the
+write it came from (`userMetadata`), so `DESCRIBE HISTORY` tells which run wrote which version.
 
-A write never leaves a half-written table behind: Spark writes to a staging folder beside the
-table, and only a finished write is moved into place, partition by partition, with two renames
-(old version aside, new version in). The renames run under a per-table file lock, so concurrent
-runs writing different partitions of one table do not interleave; a crash between the two renames
-leaves the old version aside, and the next read or write of the table moves it back. Inputs are
-read as snapshots under the same lock, so a run reading a table another run replaces meanwhile keeps
-the rows it read (a lazy Spark read would find its files gone). A writer
-holds a lock on a claim file beside its staging folder; the next write of the table sweeps staging
-folders whose claim nobody holds, i.e. those of killed runs.
+Reads are pinned to one table version: Delta keeps the files of older versions until a VACUUM, so a
+step reads the same rows whatever other runs commit meanwhile, and a version can be read again later
+(time travel). Delta detects conflicting commits itself on cloud storage; on a local file system its
+log store only keeps committers of one JVM apart, so local writes take a per-table file lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from datetime import date
+from urllib.parse import urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 PARTITION_COLUMN = "date"
-_LOCKS_HELD: set[Path] = set()  # the table locks this process holds (a run's steps run in one thread)
+LOCKS_FOLDER = ".locks"  # beside the tables, local warehouses only
+_HISTORY_SEARCHED = 20  # newest commits searched for a write's own commit
 
 
-class TableStore:
-    def __init__(self, spark: SparkSession, root: Path):
+class TableNotFound(FileNotFoundError):
+    """The table has never been written."""
+
+
+class SchemaMismatch(ValueError):
+    """A DataFrame's or a stored table's columns differ from the declared schema."""
+
+
+def schema_differences(actual: T.StructType, declared: T.StructType) -> list[str]:
+    """What differs between two schemas' column names, order and types, in words ([] when none)."""
+    actual_types = {f.name: f.dataType.simpleString() for f in actual.fields}
+    declared_types = {f.name: f.dataType.simpleString() for f in declared.fields}
+    differences = [f"missing {name}" for name in declared_types if name not in actual_types]
+    differences += [f"unexpected {name}" for name in actual_types if name not in declared_types]
+    differences += [
+        f"{name} is {actual_types[name]}, declared {kind}"
+        for name, kind in declared_types.items()
+        if name in actual_types and actual_types[name] != kind
+    ]
+    if not differences and actual.fieldNames() != declared.fieldNames():
+        differences.append(f"order {actual.fieldNames()} instead of {declared.fieldNames()}")
+    return differences
+
+
+class DeltaTables:
+    """The warehouse's tables under one root: `<root>/<name>/`, each a Delta table."""
+
+    def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
-        self.root = Path(root).absolute()
+        self.root = root if urlparse(root).scheme else os.path.abspath(root)
+        self._local = self._is_local_file_system()
 
-    def path(self, name: str) -> Path:
-        return self.root / name
+    def location(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
 
-    def partition_path(self, name: str, partition: str) -> Path:
-        return self.path(name) / f"{PARTITION_COLUMN}={partition}"
+    def exists(self, name: str) -> bool:
+        return DeltaTable.isDeltaTable(self.spark, self.location(name))
 
-    def write(self, name: str, df: DataFrame, partitions: Sequence[str] | None = None) -> None:
-        """Replace table `name` by `df`, or, given `partitions`, replace exactly those partitions.
+    def version(self, name: str) -> int:
+        """The table's newest committed version."""
+        return self._history(name, 1)[0]["version"]
 
-        With `partitions`, rows are placed by their `date` column; a listed partition without
-        rows becomes empty, and partitions not listed are left as they are.
-        """
-        with self._claimed_staging(name) as (staging, token):
-            if partitions is None:
-                df.write.mode("overwrite").parquet(str(staging))
-                with self._locked(name):
-                    self._swap(staging, self.path(name), name, token)
-                return
-            # one file per day rather than one per day and shuffle partition
-            df.repartition(PARTITION_COLUMN).write.mode("overwrite").partitionBy(PARTITION_COLUMN).parquet(str(staging))
-            unexpected = sorted(set(self._partitions_in(staging)) - set(partitions))
-            if unexpected:
-                raise ValueError(f"rows of {name} fall outside the partitions being written: {unexpected[:10]}")
-            self.path(name).mkdir(parents=True, exist_ok=True)
-            with self._locked(name):
-                for partition in partitions:
-                    staged = staging / f"{PARTITION_COLUMN}={partition}"
-                    staged.mkdir(parents=True, exist_ok=True)
-                    self._swap(staged, self.partition_path(name, partition), name, token)
+    def read(
+        self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None, version: int | None = None
+    ) -> DataFrame:
+        """Table `name` at `version` (default: the newest), checked against `schema`; given
+        `partitions`, only the rows of those days (days without rows give none)."""
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        try:
+            table = reader.load(self.location(name))
+        except AnalysisException as error:
+            if not self.exists(name):
+                raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
+            raise error
+        differences = schema_differences(table.schema, schema)
+        if differences:
+            raise SchemaMismatch(f"table {name} at {self.location(name)}: {'; '.join(differences)}")
+        if partitions is not None:
+            table = table.where(self._in_partitions(schema, partitions))
+        return table
 
-    def read(self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None) -> DataFrame:
-        """Table `name` with an explicit schema; given `partitions`, only those (missing ones skipped).
-
-        Lazy, like any Spark read: its files are opened when an action runs, so a run that replaces
-        the table in between pulls them away. Use `snapshot` for a table other runs may be writing."""
-        with self._locked(name):
-            pass  # taking the lock puts back a version that a crash left aside
-        return self._plan_read(name, schema, partitions)
-
-    def snapshot(self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None) -> DataFrame:
-        """Like `read`, but read in full, under the table's lock, into Spark's block store: the rows
-        stay readable whatever other runs write to the table afterwards."""
-        with self._locked(name):
-            return self._plan_read(name, schema, partitions).localCheckpoint(eager=True)
-
-    @contextmanager
-    def locked(self, name: str) -> Iterator[None]:
-        """No run replaces any part of the table until the block ends: for reading it consistently."""
-        with self._locked(name):
-            yield
-
-    def _plan_read(self, name: str, schema: T.StructType, partitions: Sequence[str] | None) -> DataFrame:
-        reader = self.spark.read.schema(schema)
+    def write(
+        self, name: str, df: DataFrame, schema: T.StructType, partitions: Sequence[str] | None = None, note: str = ""
+    ) -> int:
+        """Replace table `name` by `df`, or, given `partitions`, replace exactly those days, in one commit;
+        return the version committed. A listed day without rows ends empty; a row outside the listed days,
+        a column differing from `schema` or a null in a non-null column fails the write, which then
+        changes nothing. `note` is kept in the commit's userMetadata."""
         if partitions is None:
-            if not self.path(name).exists():
-                raise FileNotFoundError(f"table {name} has not been written: no folder {self.path(name)}")
-            return reader.parquet(str(self.path(name)))
-        paths = [str(p) for p in (self.partition_path(name, x) for x in partitions) if p.exists()]
-        if not paths:
-            return self.spark.createDataFrame([], schema)
-        return reader.option("basePath", str(self.path(name))).parquet(*paths)
+            return self._commit(name, df, schema, "overwrite", {}, partitioned=False, note=note)
+        # one file per day rather than one per day and shuffle partition
+        rows = df.repartition(PARTITION_COLUMN)
+        replaced = {"replaceWhere": self._partition_predicate(schema, partitions)}
+        try:
+            return self._commit(name, rows, schema, "overwrite", replaced, partitioned=True, note=note)
+        except AnalysisException as error:
+            if "DELTA_REPLACE_WHERE_MISMATCH" not in str(error):
+                raise
+            raise ValueError(
+                f"rows of {name} fall outside the partitions being written ({_span(partitions)}): "
+                f"{str(error).splitlines()[-1].strip()}"
+            ) from error
 
-    def existing_partitions(self, name: str) -> list[str]:
-        return self._partitions_in(self.path(name))
+    def append(self, name: str, df: DataFrame, schema: T.StructType, note: str = "") -> int:
+        """Add `df`'s rows to table `name` in one commit; return the version committed."""
+        return self._commit(name, df, schema, "append", {}, partitioned=False, note=note)
+
+    def _commit(
+        self, name: str, df: DataFrame, schema: T.StructType, mode: str, options: dict, partitioned: bool, note: str
+    ) -> int:
+        differences = schema_differences(df.schema, schema)
+        if differences:
+            raise SchemaMismatch(f"rows written to {name}: {'; '.join(differences)}")
+        commit_id = f"{note} write {uuid.uuid4().hex}".strip()
+        writer = df.write.format("delta").mode(mode).options(userMetadata=commit_id, **options)
+        with self._local_commit_lock(name):
+            self._create_if_missing(name, schema, partitioned)
+            writer.save(self.location(name))
+        history = self._history(name, _HISTORY_SEARCHED)
+        # Delta commits nothing for a write that changes nothing (no rows over no rows): the newest
+        # version then already holds what was written
+        return next((c["version"] for c in history if c["userMetadata"] == commit_id), history[0]["version"])
+
+    def _history(self, name: str, limit: int) -> list[dict]:
+        if not self.exists(name):
+            raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
+        history = DeltaTable.forPath(self.spark, self.location(name)).history(limit)
+        return [row.asDict() for row in history.select("version", "userMetadata").collect()]  # `limit` rows
+
+    def _create_if_missing(self, name: str, schema: T.StructType, partitioned: bool) -> None:
+        """Create the table with the declared schema, so its non-null columns are enforced from the first write."""
+        builder = DeltaTable.createIfNotExists(self.spark).location(self.location(name)).addColumns(schema)
+        if partitioned:
+            builder = builder.partitionedBy(PARTITION_COLUMN)
+        builder.execute()
 
     @staticmethod
-    def _partitions_in(folder: Path) -> list[str]:
-        prefix = f"{PARTITION_COLUMN}="
-        if not folder.exists():
-            return []
-        return sorted(p.name[len(prefix) :] for p in folder.iterdir() if p.name.startswith(prefix))
+    def _literal(schema: T.StructType, partition: str) -> str:
+        quoted = "'" + partition.replace("'", "''") + "'"
+        return f"DATE{quoted}" if isinstance(schema[PARTITION_COLUMN].dataType, T.DateType) else quoted
 
-    def _swap(self, new: Path, target: Path, name: str, token: str) -> None:
-        aside = self._aside_folder(name) / f"{target.name}.{token}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            os.rename(target, aside)
-        os.rename(new, target)
-        shutil.rmtree(aside, ignore_errors=True)
-
-    @contextmanager
-    def _claimed_staging(self, name: str) -> Iterator[tuple[Path, str]]:
-        """A new staging folder for one write, and its token. The claim file appears already locked
-        (locked under a temporary name, then renamed), so a claim nobody holds is a dead writer's."""
-        folder = self.root / ".staging" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        self._sweep_staging(folder)
-        token = uuid.uuid4().hex
-        staging, claim, pending = folder / token, folder / f"{token}.claim", folder / f".{token}.pending"
-        with open(pending, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            os.rename(pending, claim)
-            try:
-                yield staging, token
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-                claim.unlink(missing_ok=True)
+    def _partition_predicate(self, schema: T.StructType, partitions: Sequence[str]) -> str:
+        if not partitions:
+            return "false"
+        return f"{PARTITION_COLUMN} IN ({', '.join(self._literal(schema, p) for p in partitions)})"
 
     @staticmethod
-    def _sweep_staging(folder: Path) -> None:
-        """Remove the staging folders of writers that died: their claim is unlocked or gone."""
-        for claim in folder.glob("*.claim"):
-            with open(claim, "a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its writer is still at work
-                shutil.rmtree(folder / claim.stem, ignore_errors=True)
-                claim.unlink(missing_ok=True)
-        for staging in folder.iterdir():
-            if staging.is_dir() and not (folder / f"{staging.name}.claim").exists():
-                shutil.rmtree(staging, ignore_errors=True)
+    def _in_partitions(schema: T.StructType, partitions: Sequence[str]) -> Column:
+        if isinstance(schema[PARTITION_COLUMN].dataType, T.DateType):
+            return F.col(PARTITION_COLUMN).isin([date.fromisoformat(p) for p in partitions])
+        return F.col(PARTITION_COLUMN).isin(list(partitions))
 
-    def _aside_folder(self, name: str) -> Path:
-        return self.root / ".aside" / name
+    def _is_local_file_system(self) -> bool:
+        """Whether Spark resolves the root to the local file system (no scheme resolves to Hadoop's
+        default file system: local here, DBFS on Databricks)."""
+        jvm = self.spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(self.root)
+        file_system = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        return file_system.getScheme() == "file"
 
     @contextmanager
-    def _locked(self, name: str) -> Iterator[None]:
-        """Hold the table's lock, first putting back any old version a crash left aside.
-
-        Reentrant within the process: flock on a second open file of the same lock would wait for itself."""
-        lock_file = self.root / ".locks" / f"{name}.lock"
-        if lock_file in _LOCKS_HELD:
+    def _local_commit_lock(self, name: str) -> Iterator[None]:
+        """On a local file system, one writer of a table at a time across processes: Delta's local log
+        store only keeps the committers of one JVM apart. Elsewhere Delta's own conflict detection rules."""
+        if not self._local:
             yield
             return
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "w") as handle:
+        lock_file = os.path.join(self.root, LOCKS_FOLDER, name.replace("/", "__") + ".lock")
+        os.makedirs(os.path.dirname(lock_file), exist_ok=True)
+        with open(lock_file, "a") as handle:  # flock excludes other open files, in this process too
             fcntl.flock(handle, fcntl.LOCK_EX)
-            _LOCKS_HELD.add(lock_file)
             try:
-                self._recover(name)
                 yield
             finally:
-                _LOCKS_HELD.discard(lock_file)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _recover(self, name: str) -> None:
-        aside = self._aside_folder(name)
-        if not aside.exists():
-            return
-        for old in aside.iterdir():
-            target_name = old.name.rsplit(".", 1)[0]
-            target = self.path(name) if target_name == Path(name).name else self.path(name) / target_name
-            if target.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(old, target)
 
-
-def write_single_csv(df: DataFrame, target: Path, gzip: bool = False) -> Path:
-    """Write `df`, in its order, as one CSV file with a header, replacing `target` atomically."""
-    staging = target.parent / f".{target.name}.{uuid.uuid4().hex}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        (
-            df.coalesce(1)
-            .write.option("header", True)
-            .option("compression", "gzip" if gzip else "none")
-            .csv(str(staging))
-        )
-        (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
-        os.replace(part, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+def _span(partitions: Sequence[str] | None) -> str:
+    if not partitions:
+        return "none"
+    return partitions[0] if len(partitions) == 1 else f"{partitions[0]} .. {partitions[-1]}"

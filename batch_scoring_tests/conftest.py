@@ -17,10 +17,12 @@ from batch_scoring.assets.features import features
 from batch_scoring.assets.model import failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.definitions import INPUT_DIR_ENV, SPARK_ASSETS, SPARK_CONF_ENV, WAREHOUSE_DIR_ENV
+from batch_scoring.model_store import ModelStore
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.resources import SparkResource, pipeline_resources
 from batch_scoring.simulator import simulate_fleet, write_fleet
 from batch_scoring.spark import build_spark_session
+from batch_scoring.storage import DeltaTables
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "pdm-2015"
@@ -150,3 +152,19 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def days_with_rows(tables: DeltaTables, name: str) -> list[str]:
+    """The days of a daily table that hold rows, in its newest version."""
+    if not tables.exists(name):
+        return []
+    days = tables.spark.read.format("delta").load(tables.location(name)).select("date").distinct()
+    return sorted(str(row[0]) for row in days.collect())
+
+
+def model_store(spark, warehouse: Path) -> ModelStore:
+    return ModelStore(DeltaTables(spark, str(warehouse)), "failure_model")
+
+
+def model_versions(store: ModelStore) -> list[str]:
+    return [manifest["version"] for manifest in store.manifests()]

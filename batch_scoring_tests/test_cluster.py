@@ -14,7 +14,7 @@ import pytest
 from batch_scoring.definitions import SPARK_MASTER_ENV
 from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.scoring import PREDICTIONS_SCHEMA
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import TELEMETRY
 from batch_scoring_tests.conftest import (
     all_assets,
@@ -98,12 +98,12 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     ).success
 
     for table, schema in (("raw_telemetry", TELEMETRY.schema), ("features", FEATURES_SCHEMA)):
-        cluster_rows = TableStore(spark, on_cluster).read(table, schema, [DAY])
-        local_rows = TableStore(spark, local).read(table, schema, [DAY])
+        cluster_rows = DeltaTables(spark, str(on_cluster)).read(table, schema, [DAY])
+        local_rows = DeltaTables(spark, str(local)).read(table, schema, [DAY])
         assert cluster_rows.count() == local_rows.count() > 0
         assert cluster_rows.exceptAll(local_rows).count() == 0, table
     predictions = [
-        TableStore(spark, warehouse).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
+        DeltaTables(spark, str(warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
         for warehouse in (on_cluster, local)
     ]
     assert predictions[0].count() == predictions[1].count() == 30

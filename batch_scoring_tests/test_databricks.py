@@ -29,10 +29,9 @@ from batch_scoring.definitions import (
     WAREHOUSE_DIR_ENV,
     build_definitions,
 )
-from batch_scoring.model_store import ModelStore
 from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
-from batch_scoring.storage import TableStore
-from batch_scoring_tests.conftest import REPO_ROOT, all_assets, copy_warehouse, materialize
+from batch_scoring.storage import DeltaTables
+from batch_scoring_tests.conftest import REPO_ROOT, all_assets, copy_warehouse, materialize, model_store
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
 DAY = "2015-04-28"
@@ -127,14 +126,14 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
     assert result.success
     # the job cluster wrote the storage contract's tables with the project's own code, as a local run does
     predictions = [
-        TableStore(spark, w).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
+        DeltaTables(spark, str(w)).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
         for w in (warehouse, local)
     ]
     assert predictions[0].count() == predictions[1].count() == 30
     assert predictions[0].exceptAll(predictions[1]).isEmpty()
-    latest = ModelStore(warehouse / "failure_model").load_latest_usable().version
+    latest = model_store(spark, warehouse).load_latest_usable().version
     assert {r["model_version"] for r in predictions[0].select("model_version").distinct().collect()} == {latest}
-    worklist = TableStore(spark, warehouse).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY])
+    worklist = DeltaTables(spark, str(warehouse)).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY])
     assert worklist.count() == 30  # run config went to the cluster: a threshold of 0 lists every machine
 
     # metadata and check results made the round trip through Pipes

@@ -18,15 +18,16 @@ from pathlib import Path
 import pytest
 
 from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER
-from batch_scoring.model_store import ModelStore
 from batch_scoring.scoring import PREDICTIONS_SCHEMA
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring_tests.conftest import (
     REPO_ROOT,
     copy_warehouse,
     dagster_command,
     deployment_env,
     free_port,
+    model_store,
+    model_versions,
     start_process,
     stop_process,
 )
@@ -95,7 +96,7 @@ class Deployment:
         return run
 
     def predictions(self, spark, days: list[str]):
-        return TableStore(spark, self.warehouse).read("daily_predictions", PREDICTIONS_SCHEMA, days)
+        return DeltaTables(spark, str(self.warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
 
 
 RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
@@ -236,7 +237,7 @@ def test_a_partition_launched_through_graphql_is_materialized_and_stored(spark, 
     assert {"key": "dagster/partition", "value": GRAPHQL_DAY} in run["tags"]
     stored = deployment.predictions(spark, [GRAPHQL_DAY])
     assert stored.count() == MACHINES
-    (version,) = ModelStore(deployment.warehouse / "failure_model").versions()
+    (version,) = model_versions(model_store(spark, deployment.warehouse))
     assert {r.model_version for r in stored.select("model_version").distinct().collect()} == {version}
     statuses = deployment.graphql(
         """{ assetNodeOrError(assetKey: {path: ["daily_predictions"]}) { ... on AssetNode {

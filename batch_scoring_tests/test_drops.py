@@ -12,7 +12,7 @@ from batch_scoring.assets.raw import RAW_ASSETS, raw_errors, raw_machines, raw_t
 from batch_scoring.ingest import InputFileError, SourceFile, plan_sources
 from batch_scoring.resources import InputFiles
 from batch_scoring.sensors import new_data_sensor
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring_tests.conftest import dagster_resources
 
@@ -81,7 +81,7 @@ def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp
     resources = dagster_resources(input_dir, warehouse)
     dg.materialize(RAW_ASSETS, selection=[raw_machines, raw_errors], resources=resources)
     dg.materialize(RAW_ASSETS, selection=[raw_telemetry], resources=resources, partition_key="2015-01-05")
-    store = TableStore(spark, warehouse)
+    store = DeltaTables(spark, str(warehouse))
     day = store.read("raw_telemetry", TELEMETRY.schema, ["2015-01-05"])
     assert day.count() == 6 * 24 and day.where(F.col("volt") != 999.0).count() == 0  # from the drop only
     (quarantined,) = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA).collect()

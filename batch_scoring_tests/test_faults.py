@@ -18,12 +18,13 @@ import pytest
 from batch_scoring.assets.features import features
 from batch_scoring.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring_tests.conftest import (
     copy_warehouse,
     dagster_command,
     dagster_resources,
+    days_with_rows,
     deployment_env,
     materialize,
     start_process,
@@ -101,7 +102,8 @@ def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_
     clean = run_raw(small_fleet_dir, tmp_path / "clean_warehouse")
     corrupt = run_raw(tmp_path / "corrupt", tmp_path / "warehouse", run_config=ALL_QUARANTINE_ALLOWED)
     assert clean.success and corrupt.success
-    clean_store, store = TableStore(spark, tmp_path / "clean_warehouse"), TableStore(spark, tmp_path / "warehouse")
+    clean_store = DeltaTables(spark, str(tmp_path / "clean_warehouse"))
+    store = DeltaTables(spark, str(tmp_path / "warehouse"))
     for table in TABLES:
         meta = materialization_metadata(corrupt, table.asset)
         expected_reasons = [reason for _, reason in INJECTED[table.name]]
@@ -166,14 +168,13 @@ def test_an_unreadable_file_fails_the_run_naming_it_and_leaves_the_table_as_it_w
     input_dir = tmp_path / "input"
     shutil.copytree(small_fleet_dir, input_dir)
     assert run_raw(input_dir, tmp_path / "warehouse", DAY, DAY).success
-    store = TableStore(spark, tmp_path / "warehouse")
+    store = DeltaTables(spark, str(tmp_path / "warehouse"))
     before = store.read("raw_telemetry", TELEMETRY.schema).count()
     damage(input_dir / "PdM_telemetry.csv")
     result = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY)
     assert not result.success
     assert re.search(message, failure_text(result)), failure_text(result)
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == before == 6 * 24
-    assert not any((tmp_path / "warehouse" / ".staging" / "raw_telemetry").iterdir())
 
 
 def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, small_fleet_dir, tmp_path):
@@ -188,10 +189,10 @@ def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, s
     empty_days = ["2015-01-13", "2015-01-14"]
     assert materialization_metadata(result, "raw_telemetry")["days_without_rows"] == empty_days
     assert materialization_metadata(result, "features")["days_without_rows"] == empty_days
-    store = TableStore(spark, tmp_path)
-    assert store.existing_partitions("raw_telemetry")[-2:] == empty_days
+    store = DeltaTables(spark, str(tmp_path))
+    assert days_with_rows(store, "raw_telemetry")[-1] == "2015-01-12"
     assert store.read("raw_telemetry", TELEMETRY.schema, empty_days).count() == 0
-    assert store.existing_partitions("features") == ["2015-01-11", "2015-01-12", *empty_days]
+    assert days_with_rows(store, "features") == ["2015-01-11", "2015-01-12"]
 
 
 # ---- separate processes through the `dagster` CLI, as production runs them ----
@@ -224,10 +225,10 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     spark, fleet_with_features, tmp_path
 ):
     input_dir, warehouse = copy_fleet(fleet_with_features, tmp_path)
-    store = TableStore(spark, warehouse)
+    store = DeltaTables(spark, str(warehouse))
     before = store.read("raw_telemetry", TELEMETRY.schema).cache()
     rows_before = before.count()
-    staging = warehouse / ".staging" / "raw_telemetry"
+    files_before = set((warehouse / "raw_telemetry").rglob("*.parquet"))
     run = start_cli_run(
         input_dir,
         warehouse,
@@ -238,15 +239,21 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
         "2015-01-01...2015-04-30",
     )
     deadline = time.monotonic() + 300
-    while not any(p.is_dir() for p in staging.glob("*")) and run.poll() is None and time.monotonic() < deadline:
+    while (
+        not set((warehouse / "raw_telemetry").rglob("*.parquet")) - files_before
+        and run.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     os.killpg(run.pid, signal.SIGKILL)
     output = run.communicate()[0]
     assert run.returncode == -signal.SIGKILL, f"the run ended before it could be killed mid-write:\n{output}"
-    assert any(p.is_dir() for p in staging.glob("*")), "the killed run left its staging folder"
+    uncommitted = {str(p) for p in set((warehouse / "raw_telemetry").rglob("*.parquet")) - files_before}
+    assert uncommitted, "the killed run had written data files"
 
     after_kill = store.read("raw_telemetry", TELEMETRY.schema)
     assert after_kill.count() == rows_before and after_kill.exceptAll(before).count() == 0
+    assert not {f.removeprefix("file:") for f in after_kill.inputFiles()} & uncommitted, "uncommitted files are read"
 
     rerun = dg.materialize(
         RAW_ASSETS,
@@ -256,7 +263,6 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     )
     assert rerun.success
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == rows_before
-    assert not list(staging.iterdir()), "the rerun swept the killed run's staging folder"
     quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
     assert sorted(r.date for r in quarantine.collect()) == ["2015-02-01", "2015-02-02", "undated"]
 
@@ -287,7 +293,7 @@ def test_two_runs_on_different_days_at_once_both_succeed(spark, two_concurrent_r
     assert len(records) == 2 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
     assert max(r.start_time for r in records) < min(r.end_time for r in records), "the runs overlapped"
 
-    store = TableStore(spark, warehouse)
+    store = DeltaTables(spark, str(warehouse))
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 30 * 24 * 120
     quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)

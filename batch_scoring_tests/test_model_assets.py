@@ -1,15 +1,16 @@
 """features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
 
 import pytest
+from pyspark.ml import PipelineModel
 
 from batch_scoring.assets.features import features
 from batch_scoring.assets.model import CHECK_NAME, failure_model
 from batch_scoring.assets.raw import RAW_ASSETS
 from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.model_store import ModelNotUsable, ModelStore
+from batch_scoring.model_store import ModelNotUsable
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import TableStore
-from batch_scoring_tests.conftest import copy_warehouse, materialize
+from batch_scoring.storage import DeltaTables
+from batch_scoring_tests.conftest import copy_warehouse, days_with_rows, materialize, model_store, model_versions
 
 
 def run(input_dir, warehouse, selection, **kwargs):
@@ -30,7 +31,7 @@ def model_metadata(result):
 
 def test_features_cover_every_day_and_machine(spark, fleet_with_features):
     _, warehouse = fleet_with_features
-    table = TableStore(spark, warehouse).read("features", FEATURES_SCHEMA)
+    table = DeltaTables(spark, str(warehouse)).read("features", FEATURES_SCHEMA)
     assert table.count() == 30 * 120
     assert table.select("date").distinct().count() == 120
 
@@ -40,13 +41,13 @@ def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_with_
     # a warehouse holding telemetry of 2015-03-08..10 only: the days the 72 h window of 2015-03-10 reaches
     run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
     run(input_dir, tmp_path, [features], partition_key="2015-03-10")
-    assert TableStore(spark, tmp_path).existing_partitions("raw_telemetry") == [
+    assert days_with_rows(DeltaTables(spark, str(tmp_path)), "raw_telemetry") == [
         "2015-03-08",
         "2015-03-09",
         "2015-03-10",
     ]
-    bounded = TableStore(spark, tmp_path).read("features", FEATURES_SCHEMA, ["2015-03-10"])
-    everything = TableStore(spark, full).read("features", FEATURES_SCHEMA, ["2015-03-10"])
+    bounded = DeltaTables(spark, str(tmp_path)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
+    everything = DeltaTables(spark, str(full)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
     assert bounded.count() == 30
     assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
 
@@ -59,7 +60,7 @@ def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fle
     assert "No features for 2015-06-01" in message and "Materialize raw_telemetry" in message
 
 
-def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(fleet_warehouse):
+def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(spark, fleet_warehouse):
     input_dir, warehouse = fleet_warehouse
     result = run(input_dir, warehouse, [failure_model])
     meta = model_metadata(result)
@@ -75,12 +76,12 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     (check,) = result.get_asset_check_evaluations()
     assert (check.check_name, check.passed) == (CHECK_NAME, True)
 
-    store = ModelStore(warehouse / "failure_model")
-    assert store.versions() == [meta["version"]]
+    store = model_store(spark, warehouse)
+    assert model_versions(store) == [meta["version"]]
     assert store.load_latest_usable().version == meta["version"]
 
 
-def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_stay_loadable(fleet_warehouse):
+def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_stay_loadable(spark, fleet_warehouse):
     input_dir, warehouse = fleet_warehouse
     good = model_metadata(run(input_dir, warehouse, [failure_model]))["version"]
     result = run(input_dir, warehouse, [failure_model], raise_on_error=False, model_config={"min_macro_f1": 0.99})
@@ -88,13 +89,14 @@ def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_s
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "minimum 0.99" in check.description
     bad = model_metadata(result)["version"]
-    store = ModelStore(warehouse / "failure_model")
-    assert {good, bad} <= set(store.versions())
+    store = model_store(spark, warehouse)
+    assert {good, bad} <= set(model_versions(store))
     with pytest.raises(ModelNotUsable, match=f"version {bad}.*failed its check usable_for_scoring.*minimum 0.99"):
         store.load_latest_usable()
-    assert store.load(good).manifest["check"]["passed"]
+    assert [m["check"]["passed"] for m in store.manifests() if m["version"] in (good, bad)] == [True, False]
+    assert PipelineModel.load(store.pipeline_location(good)).stages  # an older version stays loadable
 
 
-def test_no_trained_model_says_to_materialize_failure_model_first(tmp_path):
+def test_no_trained_model_says_to_materialize_failure_model_first(spark, tmp_path):
     with pytest.raises(ModelNotUsable, match="No trained failure_model in .*: materialize failure_model first"):
-        ModelStore(tmp_path / "failure_model").load_latest_usable()
+        model_store(spark, tmp_path).load_latest_usable()

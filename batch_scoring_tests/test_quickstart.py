@@ -2,9 +2,9 @@
 
 from batch_scoring.__main__ import main
 from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.model_store import ModelStore
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import TELEMETRY
+from batch_scoring_tests.conftest import days_with_rows, model_store, model_versions
 
 
 def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_path, monkeypatch, capsys):
@@ -19,13 +19,13 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_pa
     assert summary["raw_telemetry"] == ["86,400", "0", str(warehouse / "raw_telemetry")]
     assert summary["raw_machines"] == ["30", "0", str(warehouse / "raw_machines")]
     assert summary["features"] == ["3,600", "-", str(warehouse / "features")]
-    store = TableStore(spark, warehouse)
+    store = DeltaTables(spark, str(warehouse))
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == 30 * 120 * 24
     assert store.read("features", FEATURES_SCHEMA).count() == 30 * 120
-    (version,) = ModelStore(warehouse / "failure_model").versions()
+    (version,) = model_versions(model_store(spark, warehouse))
     assert f"failure_model {version}: hold-out macro F1" in out
     assert "check usable_for_scoring: passed" in out
     assert f"Predictions: 30 machines scored with model {version}" in out
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
-    assert TableStore(spark, warehouse).existing_partitions("daily_predictions") == ["2015-04-30"]
+    assert days_with_rows(DeltaTables(spark, str(warehouse)), "daily_predictions") == ["2015-04-30"]

@@ -7,9 +7,9 @@ import pytest
 
 from batch_scoring.assets.raw import RAW_ASSETS, raw_telemetry
 from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import DeltaTables
 from batch_scoring.tables import QUARANTINE_SCHEMA, TELEMETRY
-from batch_scoring_tests.conftest import dagster_resources
+from batch_scoring_tests.conftest import dagster_resources, days_with_rows
 
 FIRST, LAST = "2015-01-01", "2015-01-12"
 
@@ -28,8 +28,8 @@ def latest_metadata(result, asset_name):
 def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path):
     result = materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
     assert result.success
-    store = TableStore(spark, tmp_path)
-    assert store.existing_partitions("raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
+    store = DeltaTables(spark, str(tmp_path))
+    assert days_with_rows(store, "raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 6 * 12 * 24
     meta = latest_metadata(result, "raw_telemetry")
@@ -62,7 +62,7 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
     reasons = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
     assert reasons == {"bad_timestamp": 1, "not_numeric": 1, "unknown_machine": 1}
-    store = TableStore(spark, tmp_path / "warehouse")
+    store = DeltaTables(spark, str(tmp_path / "warehouse"))
     quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA).collect()
     last_line = 1 + 1728
     assert sorted((r.line_number, r.reason, r.date) for r in quarantine) == [
@@ -81,7 +81,7 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
 
 def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, tmp_path):
     materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
-    store = TableStore(spark, tmp_path)
+    store = DeltaTables(spark, str(tmp_path))
     first = store.read("raw_telemetry", TELEMETRY.schema).localCheckpoint()
     for _ in range(2):  # raw_machines is loaded from the warehouse, as the first run left it
         result = materialize_raw(small_fleet_dir, tmp_path, partition_key="2015-01-03", selection=[raw_telemetry])

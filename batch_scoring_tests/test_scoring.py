@@ -11,11 +11,10 @@ from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.definitions import build_definitions
 from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.jobs import daily_scoring_schedule
-from batch_scoring.model_store import ModelStore
 from batch_scoring.partitions import partition_range_tags
 from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
-from batch_scoring.storage import TableStore
-from batch_scoring_tests.conftest import copy_warehouse, materialize
+from batch_scoring.storage import DeltaTables
+from batch_scoring_tests.conftest import copy_warehouse, materialize, model_store, model_versions
 
 SCORING = [daily_predictions, maintenance_worklist]
 
@@ -26,7 +25,7 @@ def warehouse(trained_fleet, tmp_path):
 
 
 def predictions(spark, warehouse_dir, days=None):
-    return TableStore(spark, warehouse_dir).read("daily_predictions", PREDICTIONS_SCHEMA, days)
+    return DeltaTables(spark, str(warehouse_dir)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
 
 
 def comparable(df):
@@ -37,7 +36,7 @@ def comparable(df):
 def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, warehouse):
     input_dir, warehouse_dir = warehouse
     result = materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    version = ModelStore(warehouse_dir / "failure_model").versions()[-1]
+    version = model_versions(model_store(spark, warehouse_dir))[-1]
     table = predictions(spark, warehouse_dir)
     assert table.count() == 30
     assert table.select("machine_id").distinct().count() == 30
@@ -70,7 +69,7 @@ def test_a_backfill_in_one_run_equals_scoring_the_days_one_by_one(spark, trained
     assert len(ranged) == 4 * 30
     assert ranged == comparable(predictions(spark, day_by_day))
     worklists = [
-        sorted(tuple(r) for r in TableStore(spark, w).read("maintenance_worklist", WORKLIST_SCHEMA).collect())
+        sorted(tuple(r) for r in DeltaTables(spark, str(w)).read("maintenance_worklist", WORKLIST_SCHEMA).collect())
         for w in (in_one_run, day_by_day)
     ]
     assert worklists[0] == worklists[1]
@@ -84,7 +83,9 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
     expected = sorted(
         (r for r in scored if r.failure_probability >= 0.3), key=lambda r: (-r.failure_probability, r.machine_id)
     )
-    listed = TableStore(spark, warehouse_dir).read("maintenance_worklist", WORKLIST_SCHEMA).orderBy("rank").collect()
+    listed = (
+        DeltaTables(spark, str(warehouse_dir)).read("maintenance_worklist", WORKLIST_SCHEMA).orderBy("rank").collect()
+    )
     assert [r.machine_id for r in listed] == [r.machine_id for r in expected]
     assert [r.rank for r in listed] == list(range(1, len(expected) + 1))
     for row, prediction in zip(listed, expected):
@@ -146,7 +147,7 @@ def test_share_drift_compares_each_day_with_the_week_before():
 def test_features_used_for_scoring_are_the_stored_features(spark, warehouse):
     input_dir, warehouse_dir = warehouse
     materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    stored = TableStore(spark, warehouse_dir).read("features", FEATURES_SCHEMA, ["2015-04-20"])
+    stored = DeltaTables(spark, str(warehouse_dir)).read("features", FEATURES_SCHEMA, ["2015-04-20"])
     scored = predictions(spark, warehouse_dir).select("machine_id", "observed_at")
     assert sorted(tuple(r) for r in scored.collect()) == sorted(
         tuple(r) for r in stored.select("machine_id", "observed_at").collect()

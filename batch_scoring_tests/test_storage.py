@@ -1,105 +1,134 @@
-"""The warehouse store: partitions replaced alone, nothing half-written, crashes recovered."""
+"""The warehouse's Delta tables: days replaced alone in one commit, schemas enforced, versions readable."""
 
-import os
+import fcntl
+import threading
+import time
 from datetime import date
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.sql import types as T
 
-from batch_scoring.storage import TableStore
+from batch_scoring.storage import LOCKS_FOLDER, DeltaTables, SchemaMismatch, TableNotFound
+from batch_scoring_tests.conftest import days_with_rows
 
-SCHEMA = T.StructType([T.StructField("value", T.IntegerType()), T.StructField("date", T.DateType())])
-
-
-def frame(spark, rows):
-    return spark.createDataFrame(rows, SCHEMA)
-
-
-def table_rows(store, partitions=None):
-    return sorted((r.value, r.date.isoformat()) for r in store.read("t", SCHEMA, partitions).collect())
+SCHEMA = T.StructType(
+    [T.StructField("value", T.IntegerType(), nullable=False), T.StructField("date", T.DateType(), nullable=False)]
+)
+UNDATED_SCHEMA = T.StructType([T.StructField("value", T.IntegerType())])
+DAYS = ["2015-01-01", "2015-01-02"]
 
 
-def test_writing_a_partition_replaces_it_alone(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), ["2015-01-01", "2015-01-02"])
-    store.write("t", frame(spark, [(3, date(2015, 1, 2))]), ["2015-01-02"])
-    store.write("t", frame(spark, [(3, date(2015, 1, 2))]), ["2015-01-02"])  # a rerun: same rows, no more
+def frame(spark, rows, schema=SCHEMA):
+    return spark.createDataFrame(rows, schema)
+
+
+def table_rows(store, partitions=None, version=None):
+    return sorted((r.value, r.date.isoformat()) for r in store.read("t", SCHEMA, partitions, version).collect())
+
+
+def commits(store, name="t"):
+    return DeltaTable.forPath(store.spark, store.location(name)).history().orderBy("version").collect()
+
+
+def test_writing_days_replaces_exactly_those_days_in_one_commit(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    first = store.write("t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), SCHEMA, DAYS, "run a")
+    second = store.write("t", frame(spark, [(3, date(2015, 1, 2))]), SCHEMA, ["2015-01-02"], "run b")
+    third = store.write("t", frame(spark, [(3, date(2015, 1, 2))]), SCHEMA, ["2015-01-02"], "run c")  # a rerun
     assert table_rows(store) == [(1, "2015-01-01"), (3, "2015-01-02")]
-    assert store.existing_partitions("t") == ["2015-01-01", "2015-01-02"]
-    assert len([f for f in os.listdir(store.partition_path("t", "2015-01-02")) if f.endswith(".parquet")]) == 1
+    assert (first, second, third) == (1, 2, 3) == (store.version("t") - 2, store.version("t") - 1, store.version("t"))
+    history = commits(store)
+    assert [c.operation for c in history] == ["CREATE TABLE", "WRITE", "WRITE", "WRITE"]
+    assert history[2].userMetadata.startswith("run b write ")  # which run wrote which version
+    assert DeltaTable.forPath(spark, store.location("t")).detail().first().partitionColumns == ["date"]
+    # each day's rows in one file
+    assert len(store.read("t", SCHEMA, ["2015-01-02"]).inputFiles()) == 1
 
 
-def test_a_listed_partition_without_rows_becomes_empty(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), ["2015-01-01", "2015-01-02"])
-    store.write("t", frame(spark, [(5, date(2015, 1, 1))]), ["2015-01-01", "2015-01-02"])
+def test_a_listed_day_without_rows_ends_empty(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), SCHEMA, DAYS)
+    store.write("t", frame(spark, [(5, date(2015, 1, 1))]), SCHEMA, DAYS)
     assert table_rows(store) == [(5, "2015-01-01")]
+    assert days_with_rows(store, "t") == ["2015-01-01"]
 
 
-def test_rows_outside_the_partitions_fail_the_write_and_change_nothing(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
-    with pytest.raises(ValueError, match=r"outside the partitions being written: \['2015-01-09'\]"):
-        store.write("t", frame(spark, [(2, date(2015, 1, 1)), (3, date(2015, 1, 9))]), ["2015-01-01"])
+def test_rows_outside_the_days_written_fail_the_write_and_change_nothing(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
+    version = store.version("t")
+    with pytest.raises(ValueError, match=r"rows of t fall outside the partitions being written \(2015-01-01\)"):
+        store.write("t", frame(spark, [(2, date(2015, 1, 1)), (3, date(2015, 1, 9))]), SCHEMA, ["2015-01-01"])
+    assert table_rows(store) == [(1, "2015-01-01")] and store.version("t") == version
+
+
+def test_columns_differing_from_the_declared_ones_fail_naming_them(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    wrong = spark.createDataFrame([(1, "x", date(2015, 1, 1))], "value long, extra string, date date")
+    with pytest.raises(SchemaMismatch, match="rows written to t: unexpected extra; value is bigint, declared int"):
+        store.write("t", wrong, SCHEMA, ["2015-01-01"])
+    assert not store.exists("t")  # nothing was created either
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
+    narrower = T.StructType([SCHEMA["date"]])
+    with pytest.raises(SchemaMismatch, match=f"table t at {tmp_path}/t: unexpected value"):
+        store.read("t", narrower)
+
+
+def test_a_null_in_a_non_null_column_fails_the_write_and_changes_nothing(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
+    nullable = T.StructType([T.StructField(f.name, f.dataType, nullable=True) for f in SCHEMA.fields])
+    with pytest.raises(Exception, match="NOT NULL constraint violated for column: value"):
+        store.write("t", frame(spark, [(None, date(2015, 1, 1))], nullable), SCHEMA, ["2015-01-01"])
     assert table_rows(store) == [(1, "2015-01-01")]
-    assert not list((tmp_path / ".staging" / "t").iterdir())
 
 
-def test_reading_missing_partitions_gives_the_existing_ones_with_the_schema(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
+def test_reading_days_gives_their_rows_and_missing_days_give_none(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
     assert table_rows(store, ["2015-01-01", "2015-01-05"]) == [(1, "2015-01-01")]
     empty = store.read("t", SCHEMA, ["2016-01-01"])
-    assert empty.count() == 0 and empty.schema == SCHEMA
+    assert empty.count() == 0 and empty.schema.fieldNames() == SCHEMA.fieldNames()
+    with pytest.raises(TableNotFound, match=f"table never has not been written: no Delta table at {tmp_path}/never"):
+        store.read("never", SCHEMA)
 
 
-def test_a_crash_between_the_two_renames_is_undone_by_the_next_read(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
-    # what a crash after "old version aside" and before "new version in" leaves behind
-    aside = tmp_path / ".aside" / "t" / "date=2015-01-01.deadbeef"
-    aside.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(store.partition_path("t", "2015-01-01"), aside)
-    assert table_rows(store) == [(1, "2015-01-01")]
-    assert not aside.exists()
+def test_an_undated_table_is_replaced_whole_and_appends_add_rows(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("u", frame(spark, [(1,), (2,)], UNDATED_SCHEMA), UNDATED_SCHEMA)
+    store.write("u", frame(spark, [(3,)], UNDATED_SCHEMA), UNDATED_SCHEMA)
+    assert [r.value for r in store.read("u", UNDATED_SCHEMA).collect()] == [3]
+    store.append("u", frame(spark, [(4,)], UNDATED_SCHEMA), UNDATED_SCHEMA)
+    assert sorted(r.value for r in store.read("u", UNDATED_SCHEMA).collect()) == [3, 4]
 
 
-def test_an_unpartitioned_table_is_replaced_whole(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    schema = T.StructType([T.StructField("value", T.IntegerType())])
-    store.write("u", spark.createDataFrame([(1,), (2,)], schema))
-    store.write("u", spark.createDataFrame([(3,)], schema))
-    assert [r.value for r in store.read("u", schema).collect()] == [3]
-    with pytest.raises(FileNotFoundError, match="table never has not been written"):
-        store.read("never", schema)
+def test_a_read_pinned_to_a_version_keeps_its_rows_when_another_run_replaces_the_table(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
+    pinned, newest = store.read("t", SCHEMA, version=store.version("t")), store.read("t", SCHEMA)
+    store.write("t", frame(spark, [(2, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])  # what a concurrent run does
+    assert [r.value for r in pinned.collect()] == [1]
+    assert [r.value for r in newest.collect()] == [2]  # why inputs are read at a version: Delta re-resolves
 
 
-def test_the_next_write_sweeps_the_staging_of_dead_writers_and_spares_live_ones(spark, tmp_path):
-    import fcntl
-
-    staging = tmp_path / ".staging" / "t"
-    for token in ("dead", "alive"):
-        (staging / token / "date=2015-01-01").mkdir(parents=True)
-        (staging / f"{token}.claim").touch()
-    (staging / "unclaimed").mkdir()
-    with open(staging / "alive.claim", "a") as live_writer:
-        fcntl.flock(live_writer, fcntl.LOCK_EX)  # held as a writer in another process holds it
-        TableStore(spark, tmp_path).write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
-    assert sorted(p.name for p in staging.iterdir()) == ["alive", "alive.claim"]
-
-
-def test_a_snapshot_keeps_its_rows_when_another_run_replaces_the_table(spark, tmp_path):
-    store, schema = TableStore(spark, tmp_path), T.StructType([T.StructField("value", T.IntegerType())])
-    store.write("u", spark.createDataFrame([(1,), (2,)], schema))
-    lazy, snapshot = store.read("u", schema), store.snapshot("u", schema)
-    store.write("u", spark.createDataFrame([(3,)], schema))  # what a concurrent run does
-    assert sorted(r.value for r in snapshot.collect()) == [1, 2]
-    with pytest.raises(Exception, match="FileNotFound|does not exist"):
-        lazy.collect()  # the reason inputs are snapshots: a lazy read's files are gone
+def test_a_local_write_waits_for_another_process_holding_the_tables_lock(spark, tmp_path):
+    store = DeltaTables(spark, str(tmp_path))
+    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
+    lock_file = tmp_path / LOCKS_FOLDER / "t.lock"
+    with open(lock_file, "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)  # as a writer in another process holds it
+        writer = threading.Thread(
+            target=store.write, args=("t", frame(spark, [(2, date(2015, 1, 2))]), SCHEMA, ["2015-01-02"])
+        )
+        writer.start()
+        time.sleep(3)
+        assert writer.is_alive() and store.version("t") == 1, "the write did not wait for the lock"
+    writer.join(timeout=120)
+    assert table_rows(store) == [(1, "2015-01-01"), (2, "2015-01-02")]
 
 
-def test_reading_a_table_while_holding_its_lock_does_not_wait_for_itself(spark, tmp_path):
-    store = TableStore(spark, tmp_path)
-    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), ["2015-01-01"])
-    with store.locked("t"):
-        assert store.read("t", SCHEMA).count() == 1 and store.snapshot("t", SCHEMA).count() == 1
+def test_reading_takes_no_lock(spark, tmp_path):
+    frame(spark, [(1, date(2015, 1, 1))]).write.format("delta").save(str(tmp_path / "t"))  # written by another tool
+    assert table_rows(DeltaTables(spark, str(tmp_path))) == [(1, "2015-01-01")]
+    assert not (tmp_path / LOCKS_FOLDER).exists()  # so a read-only warehouse can be read

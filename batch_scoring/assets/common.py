@@ -7,10 +7,10 @@ from batch_scoring.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 
 
 def table_asset_args(schema: T.StructType, daily: bool, **more: object) -> dict[str, object]:
-    """Decorator arguments of a Parquet table asset: its column schema (which the IO manager reads
+    """Decorator arguments of a Delta table asset: its column schema (which the IO manager reads
     with), and for a daily table the daily partitions and single-run backfills."""
     args: dict[str, object] = {
-        "kinds": {"spark", "parquet"},
+        "kinds": {"spark", "delta"},
         "metadata": {COLUMN_SCHEMA_KEY: column_schema(schema)},
     }
     if daily:

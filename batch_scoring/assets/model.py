@@ -85,7 +85,6 @@ def _confusion_rows(confusion: dict[tuple[str, str], int]) -> list[dict]:
         "its own version; scoring uses the newest one if its check passed."
     ),
     kinds={"spark", "mllib"},
-    io_manager_key="model_io_manager",
     check_specs=[
         dg.AssetCheckSpec(
             CHECK_NAME,

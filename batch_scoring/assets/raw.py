@@ -11,12 +11,13 @@ from pyspark.sql import DataFrame
 from batch_scoring.assets.common import table_asset_args
 from batch_scoring.ingest import check_files, kept_rows, quarantined_rows
 from batch_scoring.metadata import days_without_rows, table_value
-from batch_scoring.resources import InputFiles, SparkResource, Warehouse
+from batch_scoring.resources import InputFiles, SparkResource, Warehouse, commit_note
 from batch_scoring.tables import (
     ERRORS,
     FAILURES,
     MACHINES,
     MAINTENANCE,
+    QUARANTINE_SCHEMA,
     TELEMETRY,
     UNDATED,
     SourceTable,
@@ -76,8 +77,15 @@ def ingest(
     by_reason = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
     kept = by_reason.pop(None, 0)
     quarantined = sum(by_reason.values())
-    store = warehouse.store()
-    store.write(quarantine_table(table), quarantined_rows(checked), partitions)
+    tables = warehouse.tables()
+    quarantine = quarantine_table(table)
+    quarantine_version = tables.write(
+        quarantine,
+        quarantined_rows(checked),
+        QUARANTINE_SCHEMA,
+        partitions,
+        commit_note(context.run.run_id, quarantine),
+    )
     metadata: dict[str, object] = {
         "source_files": dg.MetadataValue.json([str(source.path) for source in sources]),
         "rows_read": dg.MetadataValue.int(kept + quarantined),
@@ -86,7 +94,8 @@ def ingest(
         "quarantined_by_reason": table_value(
             [{"reason": r, "rows": n} for r, n in sorted(by_reason.items())], QUARANTINE_COUNTS_SCHEMA
         ),
-        "quarantine_path": dg.MetadataValue.path(str(store.path(quarantine_table(table)))),
+        "quarantine_path": dg.MetadataValue.path(tables.location(quarantine)),
+        "quarantine_delta_version": dg.MetadataValue.int(quarantine_version),
     }
     if dates is not None:
         if kept == 0:

@@ -80,8 +80,9 @@ def daily_predictions(
             "Materialize raw_telemetry and features for them first."
         )
     earlier = [(days[0] - dt.timedelta(days=n)).isoformat() for n in range(7, 0, -1)]
-    trailing = warehouse.store().snapshot("daily_predictions", PREDICTIONS_SCHEMA, earlier)
-    shares = {**failure_shares(trailing), **failure_shares(rows)}
+    tables, shares = warehouse.tables(), failure_shares(rows)
+    if tables.exists("daily_predictions"):
+        shares = {**failure_shares(tables.read("daily_predictions", PREDICTIONS_SCHEMA, earlier)), **shares}
     yield dg.Output(
         rows,
         metadata={
@@ -139,7 +140,7 @@ def write_worklist_csv(rows: list[dict], target: Path) -> Path:
         "threshold, most urgent first, with the likeliest component. Also written as "
         f"<warehouse>/{WORKLIST_FOLDER}/maintenance_worklist_YYYY-MM-DD.csv."
     ),
-    **table_asset_args(WORKLIST_SCHEMA, daily=True, kinds={"spark", "parquet", "csv"}),
+    **table_asset_args(WORKLIST_SCHEMA, daily=True, kinds={"spark", "delta", "csv"}),
 )
 def maintenance_worklist(
     context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame, warehouse: Warehouse
