@@ -105,8 +105,8 @@ class DeltaTables:
         changes nothing. `note` is kept in the commit's userMetadata."""
         if partitions is None:
             return self._commit(name, df, schema, "overwrite", {}, partitioned=False, note=note)
-        # one file per day rather than one per day and shuffle partition
-        rows = df.repartition(PARTITION_COLUMN)
+        # one file per day rather than one per day and shuffle partition (one day: no shuffle for it)
+        rows = df.coalesce(1) if len(partitions) == 1 else df.repartition(PARTITION_COLUMN)
         replaced = {"replaceWhere": self._partition_predicate(schema, partitions)}
         try:
             return self._commit(name, rows, schema, "overwrite", replaced, partitioned=True, note=note)

@@ -168,3 +168,9 @@ def model_store(spark, warehouse: Path) -> ModelStore:
 
 def model_versions(store: ModelStore) -> list[str]:
     return [manifest["version"] for manifest in store.manifests()]
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
+    """The metadata values of an asset's last materialization in a run."""
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
+    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}

@@ -102,9 +102,10 @@ def test_the_wheel_leaves_spark_to_the_cluster_and_names_the_task_entry_point(wh
     requires = [
         line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist")
     ]
-    # what pip installs on the cluster beside the wheel: Dagster, never a Spark of its own
+    # what pip installs on the cluster beside the wheel: Dagster, never a Spark or Delta of its own
     assert [r for r in requires if "extra ==" not in r] == ["dagster==1.13.27"]
-    assert any(r.startswith("pyspark[ml]==4.3.0") and 'extra == "local"' in r for r in requires)
+    local = [r.split(";")[0].strip() for r in requires if 'extra == "local"' in r]
+    assert {"pyspark[ml]==4.2.0", "delta-spark==4.4.1"} <= set(local)
     assert f"{TASK_ENTRY_POINT} = batch_scoring.databricks_task:main" in entry_points
 
 

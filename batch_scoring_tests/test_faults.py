@@ -26,6 +26,7 @@ from batch_scoring_tests.conftest import (
     dagster_resources,
     days_with_rows,
     deployment_env,
+    materialization_metadata,
     materialize,
     start_process,
 )
@@ -60,11 +61,6 @@ def run_raw(input_dir, warehouse, first=None, last=None, run_config=None):
         tags=tags,
         raise_on_error=False,
     )
-
-
-def materialization_metadata(result, asset_name):
-    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
-    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
 
 
 def failure_text(result) -> str:

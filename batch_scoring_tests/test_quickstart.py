@@ -3,8 +3,10 @@
 from batch_scoring.__main__ import main
 from batch_scoring.features import FEATURES_SCHEMA
 from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import TELEMETRY
+from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
 from batch_scoring_tests.conftest import days_with_rows, model_store, model_versions
+
+TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
 
 
 def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_path, monkeypatch, capsys):
@@ -29,3 +31,12 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_pa
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
     assert days_with_rows(DeltaTables(spark, str(warehouse)), "daily_predictions") == ["2015-04-30"]
+    # every table of the warehouse is a Delta table
+    table_folders = {p.parent.relative_to(warehouse).as_posix() for p in warehouse.rglob("_delta_log")}
+    assert table_folders == {
+        *(f"{prefix}{t.asset}" for t in TABLES for prefix in ("", "quarantine/")),
+        "features",
+        "daily_predictions",
+        "maintenance_worklist",
+        "failure_model/registry",
+    }
