@@ -87,8 +87,10 @@ class DeltaTables:
             table = reader.load(self.location(name))
         except AnalysisException as error:
             if not self.exists(name):
-                raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
-            raise error
+                raise TableNotFound(
+                    f"table {name} has not been written: no Delta table at {self.location(name)}"
+                ) from error
+            raise
         differences = schema_differences(table.schema, schema)
         if differences:
             raise SchemaMismatch(f"table {name} at {self.location(name)}: {'; '.join(differences)}")

@@ -1,7 +1,7 @@
 """The five input tables of the Azure predictive-maintenance data set and their warehouse schemas.
 
 One description per table serves the simulator (what it writes), the ingest (what it accepts and
-how it names the columns) and the storage layer (the explicit schema of each Parquet table).
+how it names the columns) and the storage layer (the declared schema of each Delta table).
 """
 
 from __future__ import annotations
