@@ -224,7 +224,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     store = DeltaTables(spark, str(warehouse))
     before = store.read("raw_telemetry", TELEMETRY.schema).cache()
     rows_before = before.count()
-    files_before = set((warehouse / "raw_telemetry").rglob("*.parquet"))
+    files_before = set((warehouse / "raw_telemetry").rglob("date=*/*.parquet"))
     run = start_cli_run(
         input_dir,
         warehouse,
@@ -236,7 +236,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     )
     deadline = time.monotonic() + 300
     while (
-        not set((warehouse / "raw_telemetry").rglob("*.parquet")) - files_before
+        not set((warehouse / "raw_telemetry").rglob("date=*/*.parquet")) - files_before
         and run.poll() is None
         and time.monotonic() < deadline
     ):
@@ -244,7 +244,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     os.killpg(run.pid, signal.SIGKILL)
     output = run.communicate()[0]
     assert run.returncode == -signal.SIGKILL, f"the run ended before it could be killed mid-write:\n{output}"
-    uncommitted = {str(p) for p in set((warehouse / "raw_telemetry").rglob("*.parquet")) - files_before}
+    uncommitted = {str(p) for p in set((warehouse / "raw_telemetry").rglob("date=*/*.parquet")) - files_before}
     assert uncommitted, "the killed run had written data files"
 
     after_kill = store.read("raw_telemetry", TELEMETRY.schema)
