@@ -13,27 +13,37 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from batch_scoring.assets.features import features
-from batch_scoring.assets.model import failure_model
-from batch_scoring.assets.raw import RAW_ASSETS
-from batch_scoring.definitions import INPUT_DIR_ENV, SPARK_ASSETS, SPARK_CONF_ENV, WAREHOUSE_DIR_ENV
-from batch_scoring.model_store import ModelStore
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.resources import SparkResource, pipeline_resources
-from batch_scoring.simulator import simulate_fleet, write_fleet
-from batch_scoring.spark import build_spark_session
-from batch_scoring.storage import DeltaTables
+from batch_scoring import settings
+from batch_scoring.defs.assets import SPARK_ASSETS
+from batch_scoring.defs.assets.features import features
+from batch_scoring.defs.assets.model import failure_model
+from batch_scoring.defs.assets.raw import RAW_ASSETS
+from batch_scoring.defs.definitions import pipeline_resources
+from batch_scoring.defs.metadata import materialized_metadata
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.defs.resources import SparkResource
+from batch_scoring.lib.simulator import simulate_fleet, write_fleet
+from batch_scoring.lib.spark import build_spark_session
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring.storage.models import REGISTRY_SCHEMA, ModelStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "pdm-2015"
 
-TEST_SPARK = SparkResource(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+# the project's defaults with a session sized for 2 cores
+TEST_SPARK_CONFIG = {
+    **settings.SPARK_DEFAULTS,
+    "spark.master": "local[2]",
+    "spark.sql.shuffle.partitions": "2",
+    "spark.driver.memory": "2g",
+}
+TEST_SPARK = SparkResource(spark_config=TEST_SPARK_CONFIG)
 SMALL_FLEET = dict(machines=6, start=date(2015, 1, 1), days=12, seed=7)
 
 
 @pytest.fixture(scope="session")
 def spark():
-    return build_spark_session(master="local[2]", shuffle_partitions=2, driver_memory="2g")
+    return build_spark_session(TEST_SPARK_CONFIG)
 
 
 @pytest.fixture(scope="session")
@@ -110,15 +120,26 @@ def dagster_command(executable: str, *args: str) -> list[str]:
     return [str(Path(sys.executable).parent / executable), *args]
 
 
+def create_instance(dagster_home: Path) -> None:
+    """Create the instance's storage and schema at `dagster_home` before any process opens it: processes
+    started together on a new SQLite home (webserver, daemon, CLI runs) race on the schema migration."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.get_runs(limit=1)  # opens the run, event log and schedule storages, migrated to the newest schema
+
+
 def deployment_env(input_dir: Path, warehouse: Path, dagster_home: Path, **extra: str) -> dict[str, str]:
     """The environment of a deployment's processes: the project's folders, the instance at
     `dagster_home`, and Spark sized for tests."""
-    dagster_home.mkdir(parents=True, exist_ok=True)
+    create_instance(dagster_home)
     return {
         **os.environ,
-        INPUT_DIR_ENV: str(input_dir),
-        WAREHOUSE_DIR_ENV: str(warehouse),
-        SPARK_CONF_ENV: json.dumps({"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}),
+        settings.INPUT_DIR_ENV: str(input_dir),
+        settings.WAREHOUSE_DIR_ENV: str(warehouse),
+        settings.SPARK_CONF_ENV: json.dumps({"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}),
         "DAGSTER_HOME": str(dagster_home),
         **extra,
     }
@@ -166,11 +187,19 @@ def model_store(spark, warehouse: Path) -> ModelStore:
     return ModelStore(DeltaTables(spark, str(warehouse)), "failure_model")
 
 
-def model_versions(store: ModelStore) -> list[str]:
-    return [manifest["version"] for manifest in store.manifests()]
+def model_manifests(spark, warehouse: Path) -> list[dict]:
+    """Every registered model version's manifest, oldest first."""
+    store = model_store(spark, warehouse)
+    if not store.tables.exists(store.registry):
+        return []
+    rows = store.tables.read(store.registry, REGISTRY_SCHEMA).orderBy("version").select("manifest").collect()
+    return [json.loads(row.manifest) for row in rows]
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
     """The metadata values of an asset's last materialization in a run."""
-    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
-    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
+    return materialized_metadata(result)[asset_name]
+
+
+def model_versions(spark, warehouse: Path) -> list[str]:
+    return [manifest["version"] for manifest in model_manifests(spark, warehouse)]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from batch_scoring.definitions import SPARK_MASTER_ENV
-from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.scoring import PREDICTIONS_SCHEMA
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import TELEMETRY
+from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.lib.tables import TELEMETRY
+from batch_scoring.settings import SPARK_MASTER_ENV
+from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     all_assets,
     copy_warehouse,
@@ -83,7 +83,7 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
 
     env = deployment_env(input_dir, on_cluster, tmp_path / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
     # the daily job for one day, from the command line, as the README shows
-    job = ["job", "execute", "-m", "batch_scoring.definitions", "-j", "daily_scoring_job"]
+    job = ["job", "execute", "-m", "batch_scoring.defs.definitions", "-j", "daily_scoring_job"]
     run = start_process(dagster_command("dagster", *job, "--tags", json.dumps({"dagster/partition": DAY})), env)
     output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-5000:]

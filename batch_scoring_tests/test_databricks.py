@@ -16,8 +16,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from batch_scoring.databricks import TASK_ENTRY_POINT
-from batch_scoring.definitions import (
+from batch_scoring.defs.definitions import build_definitions
+from batch_scoring.deploy.databricks import TASK_ENTRY_POINT
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
+from batch_scoring.settings import (
     DATABRICKS_CLUSTER_ENV,
     DATABRICKS_HOST_ENV,
     DATABRICKS_TOKEN_ENV,
@@ -27,10 +29,8 @@ from batch_scoring.definitions import (
     SPARK_CONF_ENV,
     SPARK_MASTER_ENV,
     WAREHOUSE_DIR_ENV,
-    build_definitions,
 )
-from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
-from batch_scoring.storage import DeltaTables
+from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import REPO_ROOT, all_assets, copy_warehouse, materialize, model_store
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
@@ -106,7 +106,7 @@ def test_the_wheel_leaves_spark_to_the_cluster_and_names_the_task_entry_point(wh
     assert [r for r in requires if "extra ==" not in r] == ["dagster==1.13.27"]
     local = [r.split(";")[0].strip() for r in requires if 'extra == "local"' in r]
     assert {"pyspark[ml]==4.2.0", "delta-spark==4.4.1"} <= set(local)
-    assert f"{TASK_ENTRY_POINT} = batch_scoring.databricks_task:main" in entry_points
+    assert f"{TASK_ENTRY_POINT} = batch_scoring.deploy.databricks_task:main" in entry_points
 
 
 def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, workspace, trained_fleet, tmp_path):
@@ -119,7 +119,7 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
 
     result = run(
         defs,
-        ["daily_predictions", "maintenance_worklist"],
+        ["daily_predictions", "maintenance_worklist", "maintenance_worklist_csv"],
         DAY,
         run_config={"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.0}}}},
     )
@@ -148,6 +148,9 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
     assert by_asset["daily_predictions"]["dagster/column_schema"].value.columns[0].name == "machine_id"
     assert by_asset["daily_predictions"]["model_version"].value == latest
     assert by_asset["maintenance_worklist"]["machines_listed"].value == {DAY: 30}
+    assert by_asset["maintenance_worklist_csv"]["csv_file"].value == str(
+        warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv"
+    )
     run_ids = {int(m["Databricks Job Run ID"].value) for m in by_asset.values()}
     assert run_ids == set(double.runs)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -164,7 +167,7 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
         assert env[WAREHOUSE_DIR_ENV] == str(warehouse) and "DAGSTER_PIPES_CONTEXT" in env
     for task_run in double.runs.values():
         assert (
-            f"code from {task_run.log.parent / 'site-packages' / 'batch_scoring' / 'databricks_task.py'}"
+            f"code from {task_run.log.parent / 'site-packages' / 'batch_scoring' / 'deploy' / 'databricks_task.py'}"
             in task_run.log.read_text()
         )
 

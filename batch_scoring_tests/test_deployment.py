@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER
-from batch_scoring.scoring import PREDICTIONS_SCHEMA
-from batch_scoring.storage import DeltaTables
+from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     REPO_ROOT,
     copy_warehouse,
     dagster_command,
     deployment_env,
     free_port,
-    model_store,
     model_versions,
     start_process,
     stop_process,
@@ -43,7 +42,9 @@ ASSETS = [
     "failure_model",
     "daily_predictions",
     "maintenance_worklist",
+    "maintenance_worklist_csv",
 ]
+QUARANTINES = [f"quarantine/{name}" for name in ASSETS[:5]]
 MACHINES = 30  # of the shared test fleet, 2015-01-01 to 2015-04-30
 ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 RUN_TIMEOUT = 600
@@ -114,7 +115,6 @@ def deployment(trained_fleet, tmp_path_factory):
     warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
     home = root / "dagster_home"
     env = deployment_env(input_dir, warehouse, home)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = free_port()
     logs = (root / "webserver.log", root / "daemon.log")
     commands = [
@@ -156,13 +156,14 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
         ]
         assert warnings == [], f"{log.name}: {warnings}"
     nodes = deployment.graphql("{ assetNodes { assetKey { path } groupName description } }")["assetNodes"]
-    groups = {node["assetKey"]["path"][-1]: node["groupName"] for node in nodes}
+    groups = {"/".join(node["assetKey"]["path"]): node["groupName"] for node in nodes}
     assert groups == {
-        **{name: "raw" for name in ASSETS[:5]},
+        **{name: "raw" for name in ASSETS[:5] + QUARANTINES},
         "features": "features",
         "failure_model": "model",
         "daily_predictions": "scoring",
         "maintenance_worklist": "scoring",
+        "maintenance_worklist_csv": "scoring",
     }
     assert all(node["description"] for node in nodes)
 
@@ -205,8 +206,9 @@ def launched(deployment) -> Launched:
     started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
     assert started["sensorState"]["status"] == "RUNNING", started
 
-    # daily_predictions and its upstreams but the model (trained already)
-    upstream = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "features"]
+    # daily_predictions and its upstreams but the model (trained already); a raw table comes with its quarantine
+    raw = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance"]
+    upstream = [*raw, *(f"quarantine/{name}" for name in raw), "features"]
     run_params = {
         "selector": {
             **LOCATION,
@@ -221,7 +223,9 @@ def launched(deployment) -> Launched:
 
     backfill_params = {
         "partitionNames": BACKFILL_DAYS,
-        "assetSelection": asset_keys("features", "daily_predictions", "maintenance_worklist"),
+        "assetSelection": asset_keys(
+            "features", "daily_predictions", "maintenance_worklist", "maintenance_worklist_csv"
+        ),
     }
     backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
@@ -229,7 +233,7 @@ def launched(deployment) -> Launched:
 
 
 def asset_keys(*names: str) -> list[dict]:
-    return [{"path": [name]} for name in names]
+    return [{"path": name.split("/")} for name in names]
 
 
 def test_a_partition_launched_through_graphql_is_materialized_and_stored(spark, deployment, launched):
@@ -237,7 +241,7 @@ def test_a_partition_launched_through_graphql_is_materialized_and_stored(spark, 
     assert {"key": "dagster/partition", "value": GRAPHQL_DAY} in run["tags"]
     stored = deployment.predictions(spark, [GRAPHQL_DAY])
     assert stored.count() == MACHINES
-    (version,) = model_versions(model_store(spark, deployment.warehouse))
+    (version,) = model_versions(spark, deployment.warehouse)
     assert {r.model_version for r in stored.select("model_version").distinct().collect()} == {version}
     statuses = deployment.graphql(
         """{ assetNodeOrError(assetKey: {path: ["daily_predictions"]}) { ... on AssetNode {
@@ -354,10 +358,10 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
         assert re.search(rf"\b{name}\b", lineage), f"{name} is not in the lineage"
     for group in ("raw", "features", "model", "scoring"):
         assert f" {group} " in lineage
-    # the four raw tables without days were ingested by this deployment's runs; the model was trained
-    # before it, elsewhere; the four daily assets say how many of their days are filled
-    assert lineage.count("Materialized") == 4 and lineage.count("Never materialized") == 1
-    assert lineage.count("% filled") == 4 and "3 / 3 Passed" in lineage
+    # three raw tables without days were ingested by this deployment's runs; raw_failures (which scoring does
+    # not read) and the model were made before it, elsewhere; the five daily assets say how many days are filled
+    assert lineage.count("Materialized") == 3 and lineage.count("Never materialized") == 2
+    assert lineage.count("% filled") == 5 and "3 / 3 Passed" in lineage
 
     partitions = open_in_chromium(
         f"{deployment.url}/assets/daily_predictions?view=partitions",
@@ -377,9 +381,9 @@ def test_the_command_line_scores_a_range_of_days_in_one_run(spark, deployment):
         "asset",
         "materialize",
         "-m",
-        "batch_scoring.definitions",
+        "batch_scoring.defs.definitions",
         "--select",
-        "daily_predictions,maintenance_worklist",
+        "daily_predictions,maintenance_worklist,maintenance_worklist_csv",
         "--partition-range",
         f"{days[0]}...{days[1]}",
     )

@@ -8,12 +8,12 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from batch_scoring.assets.raw import RAW_ASSETS, raw_errors, raw_machines, raw_telemetry
-from batch_scoring.ingest import InputFileError, SourceFile, plan_sources
-from batch_scoring.resources import InputFiles
-from batch_scoring.sensors import new_data_sensor
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_errors, raw_machines, raw_telemetry
+from batch_scoring.defs.resources import InputFiles
+from batch_scoring.defs.sensors import new_data_sensor
+from batch_scoring.lib.ingest import InputFileError, SourceFile, plan_sources
+from batch_scoring.lib.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import dagster_resources
 
 D1, D2, D3 = date(2015, 1, 4), date(2015, 1, 5), date(2015, 1, 6)

@@ -15,11 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from batch_scoring.assets.features import features
-from batch_scoring.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.defs.assets.features import features
+from batch_scoring.defs.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     copy_warehouse,
     dagster_command,
@@ -125,17 +125,21 @@ def test_too_many_quarantined_rows_fail_the_check_and_stop_everything_downstream
         machines.write("7,model1,-1\n")  # 1 of 7 rows (14 %) quarantined: over the default 1 %
     blocked = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY)
     assert not blocked.success
-    (check,) = [c for c in blocked.get_asset_check_evaluations() if c.asset_key.path[-1] == "raw_machines"]
+    (check,) = [c for c in blocked.get_asset_check_evaluations() if c.asset_key.to_user_string() == "raw_machines"]
     assert check.check_name == QUARANTINE_CHECK and not check.passed
-    assert check.metadata["quarantined_share"].value == pytest.approx(1 / 7)
-    assert check.metadata["quarantine_path"].value.endswith("quarantine/raw_machines")
-    materialized = {e.asset_key.path[-1] for e in blocked.get_asset_materialization_events()}
-    assert materialized == {"raw_machines"}  # written for inspection; the tables that need it did not run
+    assert check.metadata["quarantined_share"].value == pytest.approx(1 / 7, abs=1e-6)
+    assert "quarantine/raw_machines" in check.description
+    materialized = {e.asset_key.to_user_string() for e in blocked.get_asset_materialization_events()}
+    # written for inspection, with the rows it rejected; the tables that need it did not run
+    assert materialized == {"raw_machines", "quarantine/raw_machines"}
 
     allowed = {"ops": {"raw_machines": {"config": {"max_quarantined_share": 0.2}}}}
     rerun = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, run_config=allowed)
     assert rerun.success
-    assert {e.asset_key.path[-1] for e in rerun.get_asset_materialization_events()} == {t.asset for t in TABLES}
+    assert {e.asset_key.to_user_string() for e in rerun.get_asset_materialization_events()} == {
+        *(t.asset for t in TABLES),
+        *(f"quarantine/{t.asset}" for t in TABLES),
+    }
     assert all(c.passed for c in rerun.get_asset_check_evaluations())
 
 
@@ -193,13 +197,14 @@ def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, s
 
 # ---- separate processes through the `dagster` CLI, as production runs them ----
 
+TELEMETRY_STEP = "raw_telemetry,quarantine/raw_telemetry"  # one step writes both
 FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token: it must never be written anywhere
 
 
 def start_cli_run(input_dir: Path, warehouse: Path, dagster_home: Path, *args: str) -> subprocess.Popen:
     """`dagster asset materialize` in its own process group, with the fake token in its environment."""
     env = deployment_env(input_dir, warehouse, dagster_home, DATABRICKS_TOKEN=FAKE_TOKEN)
-    command = dagster_command("dagster", "asset", "materialize", "-m", "batch_scoring.definitions", *args)
+    command = dagster_command("dagster", "asset", "materialize", "-m", "batch_scoring.defs.definitions", *args)
     return start_process(command, env)
 
 
@@ -230,7 +235,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
         warehouse,
         tmp_path / "home",
         "--select",
-        "raw_telemetry",
+        TELEMETRY_STEP,
         "--partition-range",
         "2015-01-01...2015-04-30",
     )
@@ -253,7 +258,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
 
     rerun = dg.materialize(
         RAW_ASSETS,
-        selection=["raw_telemetry"],
+        selection=TELEMETRY_STEP.split(","),
         resources=dagster_resources(input_dir, warehouse),
         tags=partition_range_tags("2015-01-01", "2015-04-30"),
     )
@@ -269,12 +274,8 @@ def two_concurrent_runs(fleet_with_features, tmp_path_factory):
     root = tmp_path_factory.mktemp("concurrent")
     input_dir, warehouse = copy_fleet(fleet_with_features, root)
     home = root / "home"
-    home.mkdir()
-    # create the instance's storage once, as the webserver or daemon does: two runs racing to
-    # migrate a fresh SQLite schema fail
-    cli_instance(home).dispose()
     runs = [
-        start_cli_run(input_dir, warehouse, home, "--select", "raw_telemetry", "--partition", day)
+        start_cli_run(input_dir, warehouse, home, "--select", TELEMETRY_STEP, "--partition", day)
         for day in ("2015-02-01", "2015-02-02")
     ]
     outputs = [run.communicate(timeout=600)[0] for run in runs]

@@ -4,7 +4,7 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from batch_scoring.features import (
+from batch_scoring.lib.features import (
     FEATURES_SCHEMA,
     MAX_DAYS_SINCE_REPLACEMENT,
     build_features,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_scoring.ingest import (
+from batch_scoring.lib.ingest import (
     InputFileError,
     check_rows,
     kept_rows,
@@ -15,7 +15,7 @@ from batch_scoring.ingest import (
     quarantined_rows,
     read_header,
 )
-from batch_scoring.tables import ERRORS, MACHINES, MAINTENANCE, TELEMETRY, UNDATED
+from batch_scoring.lib.tables import ERRORS, MACHINES, MAINTENANCE, TELEMETRY, UNDATED
 
 
 def write_file(folder: Path, name: str, lines: list[str]) -> Path:

@@ -6,12 +6,12 @@ import datetime as dt
 import pytest
 from delta.tables import DeltaTable
 
-from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
-from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
-from batch_scoring_tests.conftest import copy_warehouse, materialization_metadata, materialize, model_store
+from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
+from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring_tests.conftest import copy_warehouse, materialization_metadata, materialize, model_manifests
 
 DAY = "2015-04-20"
 SCORING = [daily_predictions, maintenance_worklist]
@@ -28,7 +28,7 @@ def scored(trained_fleet, tmp_path):
 def test_each_materialization_records_the_delta_versions_it_wrote_and_read(spark, scored):
     _, warehouse, result = scored
     tables = DeltaTables(spark, str(warehouse))
-    (manifest,) = model_store(spark, warehouse).manifests()
+    (manifest,) = model_manifests(spark, warehouse)
     # the model names the versions of the tables it learnt from
     assert manifest["read"] == {"features": tables.version("features"), "raw_failures": tables.version("raw_failures")}
     predictions = materialization_metadata(result, "daily_predictions")

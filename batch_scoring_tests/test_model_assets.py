@@ -3,14 +3,21 @@
 import pytest
 from pyspark.ml import PipelineModel
 
-from batch_scoring.assets.features import features
-from batch_scoring.assets.model import CHECK_NAME, failure_model
-from batch_scoring.assets.raw import RAW_ASSETS
-from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.model_store import ModelNotUsable
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import DeltaTables
-from batch_scoring_tests.conftest import copy_warehouse, days_with_rows, materialize, model_store, model_versions
+from batch_scoring.defs.assets.features import features
+from batch_scoring.defs.assets.model import CHECK_NAME, failure_model
+from batch_scoring.defs.assets.raw import RAW_ASSETS
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring.storage.models import ModelNotUsable
+from batch_scoring_tests.conftest import (
+    copy_warehouse,
+    days_with_rows,
+    materialize,
+    model_manifests,
+    model_store,
+    model_versions,
+)
 
 
 def run(input_dir, warehouse, selection, **kwargs):
@@ -77,7 +84,7 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert (check.check_name, check.passed) == (CHECK_NAME, True)
 
     store = model_store(spark, warehouse)
-    assert model_versions(store) == [meta["version"]]
+    assert model_versions(spark, warehouse) == [meta["version"]]
     assert store.load_latest_usable().version == meta["version"]
 
 
@@ -90,10 +97,11 @@ def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_s
     assert not check.passed and "minimum 0.99" in check.description
     bad = model_metadata(result)["version"]
     store = model_store(spark, warehouse)
-    assert {good, bad} <= set(model_versions(store))
+    assert {good, bad} <= set(model_versions(spark, warehouse))
     with pytest.raises(ModelNotUsable, match=f"version {bad}.*failed its check usable_for_scoring.*minimum 0.99"):
         store.load_latest_usable()
-    assert [m["check"]["passed"] for m in store.manifests() if m["version"] in (good, bad)] == [True, False]
+    checks = [m["check"]["passed"] for m in model_manifests(spark, warehouse) if m["version"] in (good, bad)]
+    assert checks == [True, False]
     assert PipelineModel.load(store.pipeline_location(good)).stages  # an older version stays loadable
 
 

@@ -1,10 +1,10 @@
 """The quick start's first command, run in-process on a small fleet."""
 
-from batch_scoring.__main__ import main
-from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
-from batch_scoring_tests.conftest import days_with_rows, model_store, model_versions
+from batch_scoring.cli import main
+from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring_tests.conftest import days_with_rows, model_versions
 
 TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
 
@@ -24,7 +24,7 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_pa
     store = DeltaTables(spark, str(warehouse))
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == 30 * 120 * 24
     assert store.read("features", FEATURES_SCHEMA).count() == 30 * 120
-    (version,) = model_versions(model_store(spark, warehouse))
+    (version,) = model_versions(spark, warehouse)
     assert f"failure_model {version}: hold-out macro F1" in out
     assert "check usable_for_scoring: passed" in out
     assert f"Predictions: 30 machines scored with model {version}" in out

@@ -5,11 +5,11 @@ import shutil
 import dagster as dg
 import pytest
 
-from batch_scoring.assets.raw import RAW_ASSETS, raw_telemetry
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.storage import DeltaTables
-from batch_scoring.tables import QUARANTINE_SCHEMA, TELEMETRY
-from batch_scoring_tests.conftest import dagster_resources, days_with_rows
+from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_telemetry
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.lib.tables import QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring_tests.conftest import dagster_resources, days_with_rows, materialization_metadata
 
 FIRST, LAST = "2015-01-01", "2015-01-12"
 
@@ -20,11 +20,6 @@ def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, **kwargs):
     )
 
 
-def latest_metadata(result, asset_name):
-    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == asset_name]
-    return {k: v.value for k, v in events[-1].step_materialization_data.materialization.metadata.items()}
-
-
 def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path):
     result = materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
     assert result.success
@@ -32,16 +27,18 @@ def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path
     assert days_with_rows(store, "raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 6 * 12 * 24
-    meta = latest_metadata(result, "raw_telemetry")
+    meta = materialization_metadata(result, "raw_telemetry")
     assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1728, 1728, 0)
     assert meta["dagster/row_count"] == 1728 and meta["machines"] == 6
     assert meta["first_timestamp"] == "2015-01-01 00:00:00" and meta["last_timestamp"] == "2015-01-12 23:00:00"
     assert [c.name for c in meta["dagster/column_schema"].columns] == TELEMETRY.column_names
     assert len(meta["preview"].records) == 5
-    assert latest_metadata(result, "raw_machines")["dagster/row_count"] == 6
+    assert materialization_metadata(result, "raw_machines")["dagster/row_count"] == 6
     # one materialization per day of the range, all from the one run
     partitions = {
-        e.partition for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "raw_telemetry"
+        e.partition
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "raw_telemetry"
     }
     assert len(partitions) == 12
 
@@ -58,7 +55,7 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     result = materialize_raw(
         input_dir, tmp_path / "warehouse", raise_on_error=False, tags=partition_range_tags(FIRST, LAST)
     )
-    meta = latest_metadata(result, "raw_telemetry")
+    meta = materialization_metadata(result, "raw_telemetry")
     assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
     reasons = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
     assert reasons == {"bad_timestamp": 1, "not_numeric": 1, "unknown_machine": 1}
@@ -70,11 +67,11 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
         (last_line + 2, "unknown_machine", "2015-01-02"),
         (last_line + 3, "bad_timestamp", "undated"),
     ]
-    assert latest_metadata(result, "raw_errors")["rows_quarantined"] == 1
+    assert materialization_metadata(result, "raw_errors")["rows_quarantined"] == 1
     # 3 of 1731 telemetry rows is within the default 1 %; 1 bad error row of a few dozen is not
-    checks = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    checks = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
     assert checks["raw_telemetry"].passed
-    assert checks["raw_telemetry"].metadata["quarantined_share"].value == pytest.approx(3 / 1731)
+    assert checks["raw_telemetry"].metadata["quarantined_share"].value == pytest.approx(3 / 1731, abs=1e-6)
     assert not checks["raw_errors"].passed
     assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
@@ -99,7 +96,7 @@ def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir,
     )
     assert not result.success
     failure = result.failure_data_for_node("raw_telemetry")
-    assert "No telemetry rows dated 2015-02-01 to 2015-02-02 (exclusive)" in failure.user_failure_data.description
+    assert "No telemetry rows dated 2015-02-01 in" in failure.user_failure_data.description
     assert not (tmp_path / "raw_telemetry" / "date=2015-02-01").exists()
 
 

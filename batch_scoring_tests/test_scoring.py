@@ -7,14 +7,14 @@ import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from batch_scoring.assets.scoring import daily_predictions, maintenance_worklist
-from batch_scoring.definitions import build_definitions
-from batch_scoring.features import FEATURES_SCHEMA
-from batch_scoring.jobs import daily_scoring_schedule
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
-from batch_scoring.storage import DeltaTables
-from batch_scoring_tests.conftest import copy_warehouse, materialize, model_store, model_versions
+from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
+from batch_scoring.defs.definitions import build_definitions
+from batch_scoring.defs.jobs import daily_scoring_schedule
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring_tests.conftest import copy_warehouse, materialize, model_versions
 
 SCORING = [daily_predictions, maintenance_worklist]
 
@@ -36,7 +36,7 @@ def comparable(df):
 def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, warehouse):
     input_dir, warehouse_dir = warehouse
     result = materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    version = model_versions(model_store(spark, warehouse_dir))[-1]
+    version = model_versions(spark, warehouse_dir)[-1]
     table = predictions(spark, warehouse_dir)
     assert table.count() == 30
     assert table.select("machine_id").distinct().count() == 30
@@ -99,7 +99,9 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
     assert reader.fieldnames == WORKLIST_SCHEMA.fieldNames()
     assert [int(r["machine_id"]) for r in csv_rows] == [r.machine_id for r in listed]
     assert [r["likely_component"] for r in csv_rows] == [r.likely_component for r in listed]
-    meta = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "maintenance_worklist"]
+    meta = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "maintenance_worklist"
+    ]
     top = meta[0].step_materialization_data.materialization.metadata["most_urgent"].value.records
     assert [r.data["machine_id"] for r in top] == [r.machine_id for r in listed[:10]]
 

@@ -4,11 +4,11 @@ import filecmp
 from datetime import date, datetime, timedelta
 
 import pytest
+from batch_scoring.__main__ import main
 from pyspark.sql import functions as F
 
-from batch_scoring.__main__ import main
-from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
-from batch_scoring.simulator import (
+from batch_scoring.lib.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
+from batch_scoring.lib.simulator import (
     PRECURSOR_ERRORS,
     PRECURSOR_SENSOR,
     SENSOR_MEAN,
@@ -18,7 +18,7 @@ from batch_scoring.simulator import (
     simulate_like,
     simulate_machines,
 )
-from batch_scoring.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE_TABLES, TELEMETRY
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE_TABLES, TELEMETRY
 
 FILES = ["PdM_machines.csv", "PdM_telemetry.csv", "PdM_errors.csv", "PdM_maint.csv", "PdM_failures.csv"]
 

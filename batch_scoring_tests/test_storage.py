@@ -9,7 +9,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import types as T
 
-from batch_scoring.storage import LOCKS_FOLDER, DeltaTables, SchemaMismatch, TableNotFound
+from batch_scoring.storage.delta import LOCKS_FOLDER, DeltaTables, SchemaMismatch, TableNotFound
 from batch_scoring_tests.conftest import days_with_rows
 
 SCHEMA = T.StructType(

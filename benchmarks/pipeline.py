@@ -40,18 +40,23 @@ import dagster as dg
 import pyspark
 from pyspark.sql import functions as F
 
-from batch_scoring.definitions import SPARK_ASSETS
-from batch_scoring.ingest import DROP_READY_MARKER, DROPS_FOLDER
-from batch_scoring.partitions import partition_range_tags
-from batch_scoring.resources import SparkResource, pipeline_resources
-from batch_scoring.simulator import simulate_fleet, write_fleet, write_source_file
-from batch_scoring.spark import build_spark_session
-from batch_scoring.tables import TELEMETRY
+from batch_scoring import settings
+from batch_scoring.defs.assets import SPARK_ASSETS
+from batch_scoring.defs.definitions import pipeline_resources
+from batch_scoring.defs.metadata import materialized_metadata
+from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.defs.resources import SparkResource
+from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
+from batch_scoring.lib.simulator import simulate_fleet, write_fleet, write_source_file
+from batch_scoring.lib.spark import build_spark_session
+from batch_scoring.lib.tables import TELEMETRY
 
 START = date(2015, 1, 1)
-RAW = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "raw_failures"]
-DAILY_JOB = [*RAW, "features", "daily_predictions", "maintenance_worklist"]
-BACKFILL = ["features", "daily_predictions", "maintenance_worklist"]
+TABLES = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "raw_failures"]
+RAW = [*TABLES, *(f"quarantine/{name}" for name in TABLES)]  # a raw table's step writes its quarantine too
+SCORING = ["daily_predictions", "maintenance_worklist", "maintenance_worklist_csv"]
+DAILY_JOB = [*RAW, "features", *SCORING]
+BACKFILL = ["features", *SCORING]
 TARGETS = {
     "pipeline_seconds": 15 * 60,
     "a_incremental_speedup": 20.0,
@@ -124,7 +129,7 @@ class Bench:
 
 def resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]:
     """The production resources with the project's default Spark settings (local[*])."""
-    return pipeline_resources(SparkResource(), str(input_dir), str(warehouse_dir))
+    return pipeline_resources(SparkResource(spark_config=settings.SPARK_DEFAULTS), str(input_dir), str(warehouse_dir))
 
 
 def materialize(folders: tuple[Path, Path], selection: list[str], first=None, last=None, config=None):
@@ -147,10 +152,7 @@ def materialize(folders: tuple[Path, Path], selection: list[str], first=None, la
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str, key: str):
     """A value of an asset's materialization metadata (each day of a range run carries the same)."""
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == asset:
-            return event.materialization.metadata[key].value
-    raise KeyError(f"{asset} was not materialized")
+    return materialized_metadata(result)[asset][key]
 
 
 def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
@@ -164,7 +166,7 @@ def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
 
 def simulate(machines: int, days: int, input_dir: Path, drop_days: list[date]) -> None:
     """The five tables as bulk files, and each of `drop_days`' telemetry again as that day's drop."""
-    spark = build_spark_session()
+    spark = build_spark_session(settings.SPARK_DEFAULTS)
     fleet = simulate_fleet(spark, machines, START, days, seed=0)
     write_fleet(fleet, input_dir)
     for day in drop_days:
@@ -203,7 +205,7 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
         simulate(machines, days, big[0], [last])
     with bench.step("ingest", "rows read, all five tables") as step:
         ingest = materialize(big, RAW, START, last)
-        step["rows"] = sum(metadata(ingest, name, "rows_read") for name in RAW)
+        step["rows"] = sum(metadata(ingest, name, "rows_read") for name in TABLES)
     bench.steps[0]["rows"] = step["rows"]
     telemetry_rows = metadata(ingest, "raw_telemetry", "rows_kept")
     with bench.step("features", "telemetry rows read") as step:
@@ -231,7 +233,8 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
 
     with bench.step("(c) set-up: 30-day fleet, ingest, features", "rows read, all five tables") as step:
         simulate(machines, 30, small[0], [day30])
-        step["rows"] = sum(metadata(materialize(small, RAW, START, day30), name, "rows_read") for name in RAW)
+        ingest30 = materialize(small, RAW, START, day30)
+        step["rows"] = sum(metadata(ingest30, name, "rows_read") for name in TABLES)
         materialize(small, ["features"], START, day30)
         shutil.copytree(big[1] / "failure_model", small[1] / "failure_model")
     day_seconds = {30: [], days: []}

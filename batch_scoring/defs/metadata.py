@@ -58,7 +58,7 @@ def _plain(value: object) -> object:
     return str(value)
 
 
-def table_value(rows: list[dict[str, object]], schema: dg.TableSchema) -> dg.MetadataValue:
+def records_table(rows: list[dict[str, object]], schema: dg.TableSchema) -> dg.MetadataValue:
     return dg.MetadataValue.table(
         records=[dg.TableRecord({k: _plain(v) for k, v in row.items()}) for row in rows], schema=schema
     )
@@ -66,7 +66,7 @@ def table_value(rows: list[dict[str, object]], schema: dg.TableSchema) -> dg.Met
 
 def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
     """The first rows of a DataFrame as a table; `limit` keeps the collected rows bounded."""
-    return table_value([row.asDict() for row in df.limit(rows).collect()], column_schema(df.schema))
+    return records_table([row.asDict() for row in df.limit(rows).collect()], column_schema(df.schema))
 
 
 def table_metadata(df: DataFrame) -> dict[str, object]:
@@ -94,3 +94,13 @@ def days_without_rows(df: DataFrame, partition_keys: list[str]) -> dg.MetadataVa
     """The partitions of a run that got no rows (distinct days only are collected)."""
     days = {row["date"].isoformat() for row in df.select("date").distinct().collect()}
     return dg.MetadataValue.json([key for key in partition_keys if key not in days])
+
+
+def materialized_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+    """Per asset (`quarantine/raw_telemetry`, ...), the metadata values of its last materialization in a run.
+    A run over a range of days records one materialization per day, each with the run's figures."""
+    latest = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        latest[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
+    return latest

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import RandomForestClassificationModel, RandomForestClassifier
 from pyspark.ml.feature import StringIndexer, VectorAssembler
@@ -19,7 +20,13 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from batch_scoring.features import CATEGORICAL_FEATURES, CLASSES, HORIZON_HOURS, NUMERIC_FEATURES
+from batch_scoring.lib.features import (
+    CATEGORICAL_FEATURES,
+    CLASSES,
+    HORIZON_HOURS,
+    NUMERIC_FEATURES,
+    label_observations,
+)
 
 FAILURE_CLASSES = CLASSES[1:]
 PROBABILITY_COLUMNS = [f"probability_{c}" for c in CLASSES]
@@ -154,3 +161,71 @@ def feature_importances(model: PipelineModel) -> list[tuple[str, float]]:
     assert isinstance(forest, RandomForestClassificationModel)
     importances = forest.featureImportances.toArray()
     return sorted(zip(MODEL_INPUTS, (float(x) for x in importances)), key=lambda pair: -pair[1])
+
+
+class TrainingError(ValueError):
+    """The training window cannot give a model; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A pipeline fitted on the training days and judged on the hold-out days, against a majority-class baseline."""
+
+    pipeline: PipelineModel
+    trained_on: tuple[date, date]
+    held_out: tuple[date, date]
+    train_label_counts: dict[str, int]
+    confusion: dict[tuple[str, str], int]
+    report: dict[str, object]
+    baseline_report: dict[str, object]
+
+    @property
+    def holdout_rows(self) -> int:
+        return sum(self.confusion.values())
+
+
+def train_and_evaluate(
+    features: DataFrame,
+    failures: DataFrame,
+    first_day: date | None,
+    last_day: date | None,
+    holdout_days: int,
+    params: ForestParams,
+) -> Evaluation:
+    """Label the feature rows of [first_day, last_day] (default: all), hold out the last `holdout_days`
+    with a 7-day gap before them, fit on the rest and evaluate on the hold-out."""
+    # failures are known as far as features (i.e. telemetry) reach: to the end of the last features day
+    observed_until = features.agg(F.max("observed_at")).first()[0]
+    if observed_until is None:
+        raise TrainingError("No features to train on: materialize features for the training window first.")
+    window = features
+    if first_day:
+        window = window.where(F.col("date") >= F.lit(first_day))
+    if last_day:
+        window = window.where(F.col("date") <= F.lit(last_day))
+    labelled = label_observations(window, failures, observed_until).persist(StorageLevel.MEMORY_AND_DISK)
+    last_labelled = labelled.agg(F.max("date")).first()[0]
+    if last_labelled is None:
+        raise TrainingError("No observation in the training window has its 7-day horizon observed yet.")
+    split = temporal_split(labelled, last_labelled, holdout_days)
+    train_labels = {row["label"]: row["count"] for row in split.train.groupBy("label").count().collect()}
+    if not set(train_labels) & set(FAILURE_CLASSES):
+        raise TrainingError(
+            f"No failure in the training days up to {split.train_last_day}: widen the window "
+            f"or shorten holdout_days ({holdout_days})."
+        )
+    pipeline = fit(split.train, params)
+    holdout = predict(pipeline, split.holdout).withColumn("baseline", F.lit(majority_class(split.train)))
+    holdout = holdout.persist(StorageLevel.MEMORY_AND_DISK)
+    confusion = confusion_counts(holdout)
+    if not confusion:
+        raise TrainingError(f"The hold-out period from {split.holdout_first_day} has no labelled rows.")
+    return Evaluation(
+        pipeline=pipeline,
+        trained_on=(split.train.agg(F.min("date")).first()[0], split.train_last_day),
+        held_out=(split.holdout_first_day, last_labelled),
+        train_label_counts=train_labels,
+        confusion=confusion,
+        report=classification_report(confusion),
+        baseline_report=classification_report(confusion_counts(holdout, "baseline")),
+    )

@@ -23,13 +23,13 @@ an observation whose 168 hours are not all observed yet gets no label and is lef
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.tables import COMPONENTS, ERROR_IDS, SENSORS, required_schema
+from batch_scoring.lib.tables import COMPONENTS, ERROR_IDS, SENSORS, required_schema
 
 TELEMETRY_LOOKBACK_HOURS = (3, 24, 72)
 ERROR_LOOKBACK_HOURS = 24
@@ -219,11 +219,6 @@ def build_features(
         .fillna(0.0, subset=ERROR_FEATURES)
     )
     return rows.select(*[F.col(f.name).cast(f.dataType) for f in FEATURES_SCHEMA.fields])
-
-
-def telemetry_days_needed(first: date, end: date) -> tuple[date, date]:
-    """The raw telemetry days [from, to) that the features of days [first, end) read."""
-    return first - timedelta(days=TELEMETRY_LOOKBACK_DAYS - 1), end
 
 
 def label_observations(features: DataFrame, failures: DataFrame, observed_until: object) -> DataFrame:

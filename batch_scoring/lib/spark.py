@@ -40,34 +40,22 @@ BASE_CONF = {
 JAR_CONF = {"spark.jars.packages": DELTA_PACKAGE, "spark.jars.excludes": ",".join(DELTA_EXCLUDED_PACKAGES)}
 
 
-def build_spark_session(
-    master: str = "local[*]",
-    shuffle_partitions: int = 8,
-    driver_memory: str = "4g",
-    ui_enabled: bool = False,
-    conf: Mapping[str, str] | None = None,
-    app_name: str = "batch_scoring",
-) -> SparkSession:
-    """Return the process's SparkSession, creating it with these settings if there is none yet.
+def build_spark_session(config: Mapping[str, str], app_name: str = "batch_scoring") -> SparkSession:
+    """Return the process's SparkSession, creating it with `config` (`batch_scoring.settings.spark_config()`,
+    which holds `spark.master`) if there is none yet.
 
-    Spark allows one active session per process; settings that only take effect when the JVM
-    starts (driver memory) apply to the first call only. `master` is `local[N]`/`local[*]` or a
-    standalone cluster's `spark://host:port` (any master URL spark-submit takes, e.g. `yarn`).
+    Spark allows one active session per process; settings that only take effect when the JVM starts
+    (driver memory) apply to the first call only. The master is `local[N]`/`local[*]` or a cluster's
+    master URL (`spark://host:port`, `yarn`, any URL spark-submit takes).
     """
+    master = config.get("spark.master", "")
     if master.startswith("sc://"):
         raise ValueError(
             f"Spark Connect ({master}) is not supported: its client needs pandas and pyarrow, which this "
             "project does not install. Use a cluster's master URL (spark://host:7077) or Databricks."
         )
-    builder = SparkSession.builder.appName(app_name).master(master)
-    settings = {
-        **BASE_CONF,
-        **JAR_CONF,
-        "spark.sql.shuffle.partitions": str(shuffle_partitions),
-        "spark.driver.memory": driver_memory,
-        "spark.ui.enabled": str(ui_enabled).lower(),
-        **(conf or {}),
-    }
+    builder = SparkSession.builder.appName(app_name)
+    settings = {**BASE_CONF, **JAR_CONF, **config}
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

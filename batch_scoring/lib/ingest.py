@@ -18,7 +18,7 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from batch_scoring.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
+from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
 
 # Spellings of one instant in public copies of the data set: 2015-01-03T07:00:00.000000,
 # 2015-01-03 07:00:00 and 1/3/2015 7:00:00 AM.
@@ -334,3 +334,30 @@ def quarantined_rows(checked: DataFrame) -> DataFrame:
     return checked.where(F.col("reason").isNotNull()).select(
         *[F.col(f.name) if f.name != "date" else day.alias("date") for f in QUARANTINE_SCHEMA.fields]
     )
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    """What became of the rows read: kept, or quarantined by reason."""
+
+    kept: int
+    quarantined_by_reason: dict[str, int]
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    @property
+    def read(self) -> int:
+        return self.kept + self.quarantined
+
+    @property
+    def quarantined_share(self) -> float:
+        return self.quarantined / self.read if self.read else 0.0
+
+
+def count_outcomes(checked: DataFrame) -> IngestCounts:
+    """Kept rows and quarantined rows by reason (one row per reason is collected)."""
+    by_reason = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
+    kept = by_reason.pop(None, 0)
+    return IngestCounts(kept, dict(sorted(by_reason.items())))

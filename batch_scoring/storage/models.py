@@ -19,7 +19,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.storage import DeltaTables
+from batch_scoring.storage.delta import DeltaTables
 
 REGISTRY_SCHEMA = T.StructType(
     [
@@ -66,13 +66,6 @@ class ModelStore:
             self.registry, self.tables.spark.createDataFrame(entry, REGISTRY_SCHEMA), REGISTRY_SCHEMA, note
         )
         return target
-
-    def manifests(self) -> list[dict]:
-        """Every registered version's manifest, oldest first (one small row per training)."""
-        if not self.tables.exists(self.registry):
-            return []
-        rows = self.tables.read(self.registry, REGISTRY_SCHEMA).orderBy("version").select("manifest").collect()
-        return [json.loads(row.manifest) for row in rows]
 
     def load_latest_usable(self) -> TrainedModel:
         """The newest version, provided its check passed; otherwise say what to materialize."""

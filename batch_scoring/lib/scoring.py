@@ -13,9 +13,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.features import CLASSES
-from batch_scoring.model import FAILURE_CLASSES, PROBABILITY_COLUMNS, predict
-from batch_scoring.tables import required_schema
+from batch_scoring.lib.features import CLASSES
+from batch_scoring.lib.model import FAILURE_CLASSES, PROBABILITY_COLUMNS, predict
+from batch_scoring.lib.tables import required_schema
 
 PREDICTIONS_SCHEMA = required_schema(
     ("machine_id", T.IntegerType()),
@@ -82,7 +82,7 @@ def worklist(predictions: DataFrame, min_failure_probability: float) -> DataFram
     )
 
 
-def rows_per_machine(predictions: DataFrame, features: DataFrame) -> list[dict]:
+def prediction_counts_per_day(predictions: DataFrame, features: DataFrame) -> list[dict]:
     """Per day: predictions, distinct machines predicted, and machines with features (all equal when sound)."""
     predicted = predictions.groupBy("date").agg(
         F.count(F.lit(1)).alias("predictions"), F.count_distinct("machine_id").alias("machines_predicted")
@@ -117,5 +117,12 @@ def share_drifts(shares: dict[date, float], days: list[date], max_change: float)
         if day in shares and trailing:
             baseline = sum(trailing) / len(trailing)
             if abs(shares[day] - baseline) > max_change:
-                drifts.append({"date": day.isoformat(), "share": shares[day], "trailing_week": baseline})
+                drifts.append(
+                    {
+                        "date": day.isoformat(),
+                        "share": round(shares[day], 4),
+                        "trailing_week": round(baseline, 4),
+                        "days_compared": len(trailing),
+                    }
+                )
     return drifts

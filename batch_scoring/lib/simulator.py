@@ -31,8 +31,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from batch_scoring.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
-from batch_scoring.tables import (
+from batch_scoring.lib.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
+from batch_scoring.lib.tables import (
     COMPONENTS,
     ERROR_IDS,
     ERRORS,

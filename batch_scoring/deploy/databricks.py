@@ -2,32 +2,18 @@
 
 The asset graph keeps its keys, lineage, partitions, backfill policy, config and checks; only where the
 code runs changes. An asset's step submits a `python_wheel_task` that starts the project's entry point
-(`batch_scoring.databricks_task`) from the project's wheel; that runs the very same asset code on the
+(`batch_scoring.deploy.databricks_task`) from the project's wheel; that runs the very same asset code on the
 cluster and sends the materialization's metadata and the checks' results back through Pipes.
 """
-
-import json
 
 import dagster as dg
 from pydantic import Field
 
+from batch_scoring import settings
+from batch_scoring.defs.resources import env_var_or_default
+
 PACKAGE_NAME = "batch_scoring"
 TASK_ENTRY_POINT = "batch-scoring-databricks-task"  # console script of the wheel, see pyproject.toml
-
-
-def parse_cluster_spec(text: str, source: str) -> dict:
-    """A Databricks `new_cluster` specification from JSON; the error names where the JSON came from."""
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source} is not JSON ({error})") from error  # not echoed: it may hold settings
-    missing = [key for key in ("spark_version", "node_type_id") if key not in spec] if isinstance(spec, dict) else []
-    if not isinstance(spec, dict) or missing:
-        raise ValueError(
-            f"{source} must be a Databricks new_cluster object with spark_version and node_type_id "
-            f"(missing: {missing or 'not an object'})"
-        )
-    return spec
 
 
 class DatabricksJobs(dg.ConfigurableResource):
@@ -50,7 +36,7 @@ class DatabricksJobs(dg.ConfigurableResource):
     def submit_task(self, asset_name: str) -> dict:
         return {
             "task_key": asset_name,
-            "new_cluster": parse_cluster_spec(self.cluster, "BATCH_SCORING_DATABRICKS_CLUSTER"),
+            "new_cluster": settings.parse_cluster_spec(self.cluster, settings.DATABRICKS_CLUSTER_ENV),
             "libraries": [{"whl": self.wheel}],
             "python_wheel_task": {"package_name": PACKAGE_NAME, "entry_point": TASK_ENTRY_POINT},
         }
@@ -63,17 +49,15 @@ class DatabricksJobs(dg.ConfigurableResource):
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.service import jobs
 
-        from batch_scoring.definitions import INPUT_DIR_ENV, WAREHOUSE_DIR_ENV
-
         client = WorkspaceClient(host=self.host, token=self.token)
         pipes = PipesDatabricksClient(
             client,
             # only the folders go to the cluster; the token stays with the orchestrator
-            env={INPUT_DIR_ENV: self.input_dir, WAREHOUSE_DIR_ENV: self.warehouse_dir},
+            env={settings.INPUT_DIR_ENV: self.input_dir, settings.WAREHOUSE_DIR_ENV: self.warehouse_dir},
             message_reader=PipesDbfsMessageReader(client=client, interval=self.message_interval_seconds),
             poll_interval_seconds=self.poll_interval_seconds,
         )
-        name = context.asset_key.to_user_string()
+        name = context.assets_def.node_def.name  # the step: an asset, or a table with its quarantine
         days = (
             f" {context.partition_key_range.start}..{context.partition_key_range.end}"
             if context.has_partition_key_range
@@ -88,14 +72,13 @@ class DatabricksJobs(dg.ConfigurableResource):
 
 
 def on_databricks(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    """The same asset (key, lineage, partitions, backfill policy, config, checks) run by DatabricksJobs."""
-    (spec,) = asset.specs
+    """The same assets (keys, lineage, partitions, backfill policy, config, checks) run by DatabricksJobs."""
     # the run config the asset's function takes (a dg.Config's fields), if any: it goes along to the cluster
     config_fields = getattr(asset.op.config_field and asset.op.config_field.config_type, "fields", None)
 
     @dg.multi_asset(
         name=asset.op.name,
-        specs=[spec],
+        specs=list(asset.specs),
         check_specs=list(asset.check_specs),
         backfill_policy=asset.backfill_policy,
         config_schema=dict(config_fields) if config_fields else None,
@@ -104,3 +87,20 @@ def on_databricks(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
         return databricks.materialize(context).get_results()
 
     return asset_on_databricks
+
+
+def databricks_jobs_from_env() -> DatabricksJobs:
+    """Databricks mode's resource; host and token only ever as EnvVars, so no secret is in config or the UI."""
+    missing = settings.databricks_settings_missing()
+    if missing:
+        raise ValueError(f"{settings.ENGINE_ENV}=databricks needs {' and '.join(missing)} (see the README, Databricks)")
+    # fail when the code location loads, not when a run starts
+    settings.parse_cluster_spec(settings.from_env(settings.DATABRICKS_CLUSTER_ENV, ""), settings.DATABRICKS_CLUSTER_ENV)
+    return DatabricksJobs(
+        host=dg.EnvVar(settings.DATABRICKS_HOST_ENV),
+        token=dg.EnvVar(settings.DATABRICKS_TOKEN_ENV),
+        wheel=dg.EnvVar(settings.DATABRICKS_WHEEL_ENV),
+        cluster=dg.EnvVar(settings.DATABRICKS_CLUSTER_ENV),
+        input_dir=env_var_or_default(settings.INPUT_DIR_ENV, settings.DEFAULT_INPUT_DIR),
+        warehouse_dir=env_var_or_default(settings.WAREHOUSE_DIR_ENV, settings.DEFAULT_WAREHOUSE_DIR),
+    )

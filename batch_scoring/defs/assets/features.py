@@ -4,10 +4,10 @@ import dagster as dg
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from batch_scoring.assets.common import table_asset_args
-from batch_scoring.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS, build_features
-from batch_scoring.metadata import days_without_rows
-from batch_scoring.partitions import daily_lookback
+from batch_scoring.defs.assets.common import table_asset_args
+from batch_scoring.defs.metadata import days_without_rows
+from batch_scoring.defs.partitions import MissingDays, lookback
+from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS, build_features
 
 
 @dg.asset(
@@ -18,8 +18,9 @@ from batch_scoring.partitions import daily_lookback
         "machine model and age. Reads a bounded lookback of raw telemetry, never the whole history."
     ),
     **table_asset_args(FEATURES_SCHEMA, daily=True),
-    # a day's features read that day's telemetry and the days its longest window reaches back to
-    ins={"raw_telemetry": dg.AssetIn(partition_mapping=daily_lookback(TELEMETRY_LOOKBACK_DAYS))},
+    # a day's features read that day's telemetry and the days its longest window reaches back to; a day
+    # missing there would thin the windows, so it fails the step instead
+    ins={"raw_telemetry": lookback(TELEMETRY_LOOKBACK_DAYS, missing=MissingDays.FAIL)},
 )
 def features(
     context: dg.AssetExecutionContext,

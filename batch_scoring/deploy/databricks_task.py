@@ -24,15 +24,14 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
-DBFS_MOUNT_ENV = "BATCH_SCORING_DBFS_MOUNT"
-DEFAULT_DBFS_MOUNT = "/dbfs"  # where Databricks mounts DBFS on a cluster's driver
-DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set on every Databricks cluster
+from batch_scoring import settings
+
 LOG_DELIVERY_SETTING = "spark.databricks.clusterUsageTags.clusterLogDeliveryEnabled"
 
 
 def mounted(dbfs_path: str) -> str:
     """The local path of a DBFS path on the driver (BATCH_SCORING_DBFS_MOUNT, /dbfs by default)."""
-    return os.path.join(os.environ.get(DBFS_MOUNT_ENV, DEFAULT_DBFS_MOUNT), dbfs_path.lstrip("/"))
+    return os.path.join(settings.dbfs_mount(), dbfs_path.lstrip("/"))
 
 
 class MountedDbfsContextLoader(PipesContextLoader):
@@ -98,11 +97,12 @@ def materialize_and_report(pipes: PipesContext) -> None:
 
     A materialization whose blocking check failed is reported with the failed check (the orchestrating
     run then stops downstream assets, as a local run does); a run that materialized nothing raises."""
-    from batch_scoring.definitions import SPARK_ASSETS, build_resources
-    from batch_scoring.partitions import partition_range_tags
+    from batch_scoring.defs.assets import SPARK_ASSETS
+    from batch_scoring.defs.definitions import resources_from_env
+    from batch_scoring.defs.partitions import partition_range_tags
 
-    key = dg.AssetKey.from_user_string(pipes.asset_key)
-    asset = next(a for a in SPARK_ASSETS if key in a.keys)
+    keys = [dg.AssetKey.from_user_string(key) for key in pipes.asset_keys]
+    asset = next(a for a in SPARK_ASSETS if keys[0] in a.keys)
     op_config = pipes.extras.get("op_config")
     partition_key, tags = None, {}
     if pipes.is_partition_step:
@@ -113,25 +113,29 @@ def materialize_and_report(pipes: PipesContext) -> None:
             tags = partition_range_tags(first, last)
     result = dg.materialize(
         SPARK_ASSETS,
-        selection=[key],
-        resources=build_resources(),
+        selection=keys,
+        resources=resources_from_env(),
         partition_key=partition_key,
         tags=tags,
         run_config={"ops": {asset.op.name: {"config": op_config}}} if op_config else None,
         raise_on_error=False,
     )
-    materializations = [event.materialization for event in result.get_asset_materialization_events()]
-    if not materializations:
+    # a range run materializes each day with the same metadata: one report per asset covers the step
+    materialized = {}
+    for event in result.get_asset_materialization_events():
+        materialized.setdefault(event.asset_key.to_user_string(), event.materialization.metadata)
+    if not materialized:
         failures = [event.step_failure_data.error for event in result.get_step_failure_events()]
         raise RuntimeError("; ".join(error.message.strip() for error in failures if error) or "nothing materialized")
-    # a range run materializes each day with the same metadata: one report covers the step
-    pipes.report_asset_materialization(metadata=_metadata(materializations[0].metadata))
+    for key, metadata in materialized.items():
+        pipes.report_asset_materialization(metadata=_metadata(metadata), asset_key=key)
     for check in result.get_asset_check_evaluations():
         metadata = dict(check.metadata)
         if check.description:
             metadata["description"] = dg.MetadataValue.text(check.description)
         pipes.report_asset_check(
             check_name=check.check_name,
+            asset_key=check.asset_key.to_user_string(),
             passed=check.passed,
             severity=check.severity.value,
             metadata=_metadata(metadata),
@@ -140,10 +144,10 @@ def materialize_and_report(pipes: PipesContext) -> None:
 
 def main() -> int:
     """Console script `batch-scoring-databricks-task`, which a Databricks python_wheel_task runs."""
-    if DATABRICKS_RUNTIME_ENV in os.environ:
+    if settings.DATABRICKS_RUNTIME_ENV in os.environ:
         from pyspark.sql import SparkSession
 
-        from batch_scoring.spark import apply_runtime_settings
+        from batch_scoring.lib.spark import apply_runtime_settings
 
         # the cluster's own session, as Databricks configured it, plus the project's SQL settings
         apply_runtime_settings(SparkSession.builder.getOrCreate())

@@ -1,9 +1,6 @@
 """Daily scoring and the crews' worklist, one partition a day."""
 
-import csv
 import datetime as dt
-import os
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -11,25 +8,26 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from batch_scoring.assets.common import table_asset_args
-from batch_scoring.metadata import preview
-from batch_scoring.model_store import TrainedModel
-from batch_scoring.resources import Warehouse
-from batch_scoring.scoring import (
+from batch_scoring.defs.assets.common import table_asset_args, table_spec
+from batch_scoring.defs.metadata import COLUMN_SCHEMA_KEY, column_schema, preview
+from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
+from batch_scoring.lib.scoring import (
     PREDICTIONS_SCHEMA,
     WORKLIST_SCHEMA,
     failure_shares,
     invalid_probability_rows,
-    rows_per_machine,
+    prediction_counts_per_day,
     score,
     share_drifts,
-    worklist,
 )
+from batch_scoring.lib.scoring import worklist as build_worklist
+from batch_scoring.storage.models import TrainedModel
 
 GROUP = "scoring"
 MAX_FAILURE_SHARE_CHANGE = 0.10  # a warning when a day's predicted-failure share moves further than this
-WORKLIST_FOLDER = "worklists"
+TRAILING_DAYS = 7
 TOP_WORKLIST_ROWS = 10
+WORKLIST_FILES_KEY = "worklist_files"  # the IO manager writing the worklist's CSV files
 
 
 def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -44,6 +42,13 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
         "it was scored."
     ),
     **table_asset_args(PREDICTIONS_SCHEMA, daily=True),
+    # its own 7 days before the run's first day, for the failure-share check: a declared self-dependency;
+    # days not scored yet are allowed and named in the check
+    ins={
+        "trailing_predictions": lookback(
+            TRAILING_DAYS, key="daily_predictions", skip_own_day=True, missing=MissingDays.ALLOWED
+        )
+    },
     check_specs=[
         dg.AssetCheckSpec(
             "one_row_per_active_machine",
@@ -66,23 +71,24 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
     ],
 )
 def daily_predictions(
-    context: dg.AssetExecutionContext, features: DataFrame, failure_model: TrainedModel, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    features: DataFrame,
+    failure_model: TrainedModel,
+    trailing_predictions: DataFrame,
 ):
     days = _days(context)
     scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
     rows = score(failure_model.pipeline, features, failure_model.version, scored_at).persist(
         StorageLevel.MEMORY_AND_DISK
     )
-    per_day = rows_per_machine(rows, features)
+    per_day = prediction_counts_per_day(rows, features)
     if not any(day["predictions"] for day in per_day):
         raise dg.Failure(
             description=f"Nothing to score for {days[0]} .. {days[-1]}: features has no rows for those days. "
             "Materialize raw_telemetry and features for them first."
         )
-    earlier = [(days[0] - dt.timedelta(days=n)).isoformat() for n in range(7, 0, -1)]
-    tables, shares = warehouse.tables(), failure_shares(rows)
-    if tables.exists("daily_predictions"):
-        shares = {**failure_shares(tables.read("daily_predictions", PREDICTIONS_SCHEMA, earlier)), **shares}
+    # the run's own days win over what an earlier run stored for them
+    shares = {**failure_shares(trailing_predictions.where(F.col("date") < F.lit(days[0]))), **failure_shares(rows)}
     yield dg.Output(
         rows,
         metadata={
@@ -106,11 +112,17 @@ def daily_predictions(
     invalid = invalid_probability_rows(rows)
     yield dg.AssetCheckResult(check_name="probabilities_valid", passed=invalid == 0, metadata={"invalid_rows": invalid})
     drifts = share_drifts(shares, days, MAX_FAILURE_SHARE_CHANGE)
+    earlier_days = [days[0] - dt.timedelta(days=n) for n in range(TRAILING_DAYS, 0, -1)]
     yield dg.AssetCheckResult(
         check_name="failure_share_stable",
         passed=not drifts,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"days_outside": dg.MetadataValue.json(drifts)},
+        metadata={
+            "days_outside": dg.MetadataValue.json(drifts),
+            "trailing_days_not_scored": dg.MetadataValue.json(
+                [day.isoformat() for day in earlier_days if day not in shares]
+            ),
+        },
     )
 
 
@@ -121,46 +133,44 @@ class WorklistConfig(dg.Config):
     )
 
 
-def write_worklist_csv(rows: list[dict], target: Path) -> Path:
-    """One day's worklist as a CSV file a person can open; replaced atomically, written even when empty."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp")
-    with open(staging, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in WORKLIST_SCHEMA.fields])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(staging, target)
-    return target
-
-
-@dg.asset(
-    group_name=GROUP,
-    description=(
-        "For the maintenance crews: machines whose probability of a component failing within 7 days reaches the "
-        "threshold, most urgent first, with the likeliest component. Also written as "
-        f"<warehouse>/{WORKLIST_FOLDER}/maintenance_worklist_YYYY-MM-DD.csv."
-    ),
-    **table_asset_args(WORKLIST_SCHEMA, daily=True, kinds={"spark", "delta", "csv"}),
+@dg.multi_asset(
+    name="maintenance_worklist",
+    specs=[
+        table_spec(
+            "maintenance_worklist",
+            WORKLIST_SCHEMA,
+            daily=True,
+            group_name=GROUP,
+            deps=["daily_predictions"],
+            description="For the maintenance crews: machines whose probability of a component failing within 7 "
+            "days reaches the threshold, most urgent first, with the likeliest component.",
+        ),
+        dg.AssetSpec(
+            "maintenance_worklist_csv",
+            group_name=GROUP,
+            deps=["maintenance_worklist"],
+            kinds={"csv"},
+            partitions_def=DAILY_PARTITIONS,
+            metadata={COLUMN_SCHEMA_KEY: column_schema(WORKLIST_SCHEMA)},
+            description="Each day's worklist as a CSV file a person can open: "
+            "<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv, written even when the list is empty.",
+        ).with_io_manager_key(WORKLIST_FILES_KEY),
+    ],
+    backfill_policy=SPARK_BACKFILL_POLICY,
 )
-def maintenance_worklist(
-    context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame, warehouse: Warehouse
-) -> dg.Output[DataFrame]:
-    rows = worklist(daily_predictions, config.min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
-    csv_files, counts = {}, {}
-    for day in _days(context):
-        # a day's list is bounded by the fleet's size
-        day_rows = [r.asDict() for r in rows.where(F.col("date") == F.lit(day)).orderBy("rank").collect()]
-        target = Path(warehouse.root).absolute() / WORKLIST_FOLDER / f"maintenance_worklist_{day.isoformat()}.csv"
-        csv_files[day.isoformat()] = str(write_worklist_csv(day_rows, target))
-        counts[day.isoformat()] = len(day_rows)
-    last_day = _days(context)[-1]
-    return dg.Output(
+def maintenance_worklist(context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame):
+    rows = build_worklist(daily_predictions, config.min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {row["date"].isoformat(): row["count"] for row in rows.groupBy("date").count().collect()}
+    last_day = context.partition_keys[-1]
+    yield dg.Output(
         rows,
+        output_name="maintenance_worklist",
         metadata={
-            "min_failure_probability": config.min_failure_probability,
-            "machines_listed": dg.MetadataValue.json(counts),
-            "csv_files": dg.MetadataValue.json(csv_files),
-            "csv_file": dg.MetadataValue.path(csv_files[last_day.isoformat()]),
-            "most_urgent": preview(rows.where(F.col("date") == F.lit(last_day)).orderBy("rank"), TOP_WORKLIST_ROWS),
+            "min_failure_probability": dg.MetadataValue.float(config.min_failure_probability),
+            "machines_listed": dg.MetadataValue.json({day: counts.get(day, 0) for day in context.partition_keys}),
+            "most_urgent": preview(
+                rows.where(F.col("date") == F.lit(dt.date.fromisoformat(last_day))).orderBy("rank"), TOP_WORKLIST_ROWS
+            ),
         },
     )
+    yield dg.Output(rows, output_name="maintenance_worklist_csv")

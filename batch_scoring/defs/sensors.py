@@ -6,10 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_scoring.ingest import DROP_READY_MARKER
-from batch_scoring.jobs import daily_scoring_job
-from batch_scoring.partitions import DAILY_PARTITIONS
-from batch_scoring.resources import InputFiles
+from batch_scoring.defs.jobs import daily_scoring_job
+from batch_scoring.defs.partitions import DAILY_PARTITIONS
+from batch_scoring.defs.resources import InputFiles
+from batch_scoring.lib.ingest import DROP_READY_MARKER
 
 
 def drop_fingerprint(folder: Path) -> str:

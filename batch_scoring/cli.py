@@ -1,0 +1,173 @@
+"""Command line: `python -m batch_scoring simulate ...` and `python -m batch_scoring quickstart`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+from batch_scoring import settings
+from batch_scoring.lib.ingest import InputFileError, locate_source_file
+from batch_scoring.lib.tables import TELEMETRY
+
+DEFAULT_START = date(2015, 1, 1)
+DEFAULT_DAYS = 365
+# step starts and ends, not every engine event
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _date(text: str) -> date:
+    return date.fromisoformat(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m batch_scoring", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="write the five tables of a simulated fleet")
+    simulate.add_argument("--out", type=Path, required=True, help="folder to write PdM_<name>.csv into")
+    simulate.add_argument("--machines", type=int, default=100, help="fleet size (default 100)")
+    simulate.add_argument("--start", type=_date, help=f"first day, YYYY-MM-DD (default {DEFAULT_START})")
+    simulate.add_argument("--days", type=int, help=f"days of telemetry (default {DEFAULT_DAYS})")
+    simulate.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    simulate.add_argument("--gzip", action="store_true", help="write .csv.gz files")
+    simulate.add_argument(
+        "--like",
+        type=Path,
+        help="folder of real machines, errors, maint and failures files: keep them and simulate only "
+        "telemetry consistent with them (by default over the days of their failures and errors)",
+    )
+
+    quickstart = commands.add_parser(
+        "quickstart", help="simulate a fleet if the input folder is empty, then run the pipeline end to end"
+    )
+    quickstart.add_argument("--machines", type=int, default=100, help="fleet size to simulate (default 100)")
+    quickstart.add_argument("--start", type=_date, default=DEFAULT_START, help="first day to simulate")
+    quickstart.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days to simulate")
+    return parser
+
+
+def _spark():
+    from batch_scoring.lib.spark import build_spark_session
+
+    return build_spark_session(settings.spark_config())
+
+
+def simulate(args: argparse.Namespace) -> None:
+    from batch_scoring.lib import simulator
+
+    if args.like is None:
+        fleet = simulator.simulate_fleet(
+            _spark(), args.machines, args.start or DEFAULT_START, args.days or DEFAULT_DAYS, args.seed
+        )
+        written = simulator.write_fleet(fleet, args.out, args.gzip)
+    else:
+        written = simulator.simulate_like(_spark(), args.like, args.out, args.start, args.days, args.seed, args.gzip)
+    for name, path in written.items():
+        print(f"{name:12} {path}")
+
+
+def _ensure_input(input_dir: Path, machines: int, start: date, days: int) -> None:
+    """Simulate a fleet into `input_dir` unless it already holds the input files."""
+    try:
+        locate_source_file(input_dir, TELEMETRY)
+        print(f"Using the input files already in {input_dir}")
+    except InputFileError:
+        from batch_scoring.lib import simulator
+
+        print(f"Simulating {machines} machines over {days} days from {start} into {input_dir} ...")
+        simulator.write_fleet(simulator.simulate_fleet(_spark(), machines, start, days, seed=0), input_dir)
+
+
+def _run_job(job_name: str, **execute_args):
+    """Run one of the project's jobs in this process, recorded in DAGSTER_HOME when it is set (so `dagster
+    dev` shows the run afterwards), else in a throwaway instance."""
+    import dagster as dg
+
+    from batch_scoring.defs.definitions import build_definitions
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    job = build_definitions().resolve_job_def(job_name)
+    return job.execute_in_process(instance=instance, raise_on_error=False, **execute_args)
+
+
+def run_quickstart(machines: int, start: date, days: int) -> int:
+    """Simulate (if needed), train on every day, then score the last day; print what came of each."""
+    from batch_scoring.defs.metadata import materialized_metadata
+    from batch_scoring.defs.partitions import partition_range_tags
+
+    input_dir, warehouse_dir = Path(settings.input_dir()), Path(settings.warehouse_dir())
+    _ensure_input(input_dir, machines, start, days)
+    first, last = start, start + timedelta(days=days - 1)
+    print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
+    # hold out the last fifth of the days (at most the model's default 60) for evaluation
+    model_config = {"ops": {"failure_model": {"config": {"holdout_days": min(60, days // 5)}}}}
+    training = _run_job(
+        "training_job",
+        tags=partition_range_tags(first.isoformat(), last.isoformat()),
+        run_config={**QUIET_LOGS, **model_config},
+    )
+    print()
+    print(training_summary(materialized_metadata(training), training.get_asset_check_evaluations()))
+    if not training.success:
+        print("\nThe run failed; see the messages above.")
+        return 1
+    print(f"\nRunning daily_scoring_job for {last} ...")
+    scoring = _run_job("daily_scoring_job", partition_key=last.isoformat(), run_config=QUIET_LOGS)
+    print()
+    print(scoring_summary(materialized_metadata(scoring)) if scoring.success else "The scoring run failed; see above.")
+    return 0 if scoring.success else 1
+
+
+def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
+    """One line per table, then the model's figures and its check."""
+    lines = [f"{'table':28} {'rows':>10} {'quarantined':>12}  path"]
+    for asset, meta in latest.items():
+        if "dagster/row_count" in meta:
+            quarantined = f"{meta['rows_quarantined']:,}" if "rows_quarantined" in meta else "-"
+            lines.append(f"{asset:28} {meta['dagster/row_count']:>10,} {quarantined:>12}  {meta['path']}")
+    model = latest.get("failure_model")
+    if model:
+        lines.append(
+            f"\nfailure_model {model['version']}: hold-out macro F1 {model['macro_f1']:.3f} "
+            f"(majority-class baseline {model['baseline_macro_f1']:.3f}), trained on {model['training_days']}, "
+            f"held out {model['holdout_days']}\n  saved at {model['path']}"
+        )
+    for check in checks:
+        lines.append(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}: {check.description}")
+    return "\n".join(lines)
+
+
+def scoring_summary(latest: dict[str, dict[str, object]]) -> str:
+    """Where the day's predictions and worklist are, and the most urgent machines."""
+    predictions, worklist = latest["daily_predictions"], latest["maintenance_worklist"]
+    shares = predictions["predicted_failure_share"]
+    lines = [
+        f"Predictions: {predictions['dagster/row_count']} machines scored with model {predictions['model_version']}, "
+        f"{next(iter(shares.values())):.0%} predicted to have a component fail within 7 days",
+        f"  Delta table: {predictions['path']} (version {predictions['delta_version']})",
+        f"Worklist: {worklist['dagster/row_count']} machines at failure probability >= "
+        f"{worklist['min_failure_probability']}",
+        f"  CSV: {latest['maintenance_worklist_csv']['csv_file']}",
+    ]
+    for record in worklist["most_urgent"].records[:5]:
+        row = record.data
+        lines.append(
+            f"  #{row['rank']} machine {row['machine_id']}: {row['likely_component']} "
+            f"(failure probability {row['failure_probability']:.2f})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate":
+            simulate(args)
+            return 0
+        return run_quickstart(args.machines, args.start, args.days)
+    except InputFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

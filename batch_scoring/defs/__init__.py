@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, resources, IO managers, partitions, jobs, schedules, sensors and the definitions."""

@@ -1,0 +1,56 @@
+"""The one daily partitioning shared by every day-based asset, so their partitions line up."""
+
+import warnings
+
+import dagster as dg
+
+# Days are UTC days, like the data set's timestamps. The public data set starts in 2015.
+FIRST_DAY = "2015-01-01"
+DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+
+# Dagster marks these two parameters beta; the warnings say nothing about our definitions, so they
+# are silenced, by name, here where the parameters are used.
+for _beta_parameter in ("backfill_policy", "allow_nonexistent_upstream_partitions"):
+    warnings.filterwarnings("ignore", message=f"Parameter `{_beta_parameter}`", category=dg.BetaWarning)
+
+# A range of days runs as one run and one Spark session, reading each input once.
+SPARK_BACKFILL_POLICY = dg.BackfillPolicy.single_run()
+
+
+# An input's metadata: what a missing day of its declared lookback means (read by the IO manager)
+MISSING_DAYS_KEY = "batch_scoring/missing_days"
+# An output's metadata: the partition values a write replaces, when they are more than the run's days
+REPLACED_PARTITIONS_KEY = "partitions_replaced"
+
+
+class MissingDays:
+    """What a day missing from a declared lookback means (plain strings: they are stored in the job's snapshot)."""
+
+    FAIL = "fail"  # a day missing after the table's first day fails the step, naming it
+    ALLOWED = "allowed"  # the asset reads what is there and says which days it had
+
+
+def lookback(days: int, *, key: str | None = None, skip_own_day: bool = False, missing: str) -> dg.AssetIn:
+    """An input of the `days` days up to each partition's own day (or, `skip_own_day`, up to the day before:
+    a self-dependency), none before the first day."""
+    end = -1 if skip_own_day else 0
+    return dg.AssetIn(
+        key=key,
+        partition_mapping=dg.TimeWindowPartitionMapping(
+            start_offset=end - (days - 1), end_offset=end, allow_nonexistent_upstream_partitions=True
+        ),
+        metadata={MISSING_DAYS_KEY: missing},
+    )
+
+
+def day_span(days: list) -> str:
+    """Days as people write them: `2015-02-01`, or `2015-02-01 .. 2015-02-07`."""
+    return str(days[0]) if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make one run cover the days first..last (inclusive), as a single-run backfill does."""
+    return {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }

@@ -1,0 +1,81 @@
+"""Dagster resources: the Spark session (on dagster-pyspark), the input folder and the warehouse."""
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_pyspark import LazyPySparkResource
+from pydantic import Field
+from pyspark.sql import SparkSession
+
+from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER, SourceFile, plan_sources
+from batch_scoring.lib.spark import build_spark_session
+from batch_scoring.lib.tables import SourceTable
+from batch_scoring.storage.delta import DeltaTables
+
+
+def env_var_or_default(env_name: str, default: str) -> str | dg.EnvVar:
+    """The environment variable when it is set (read at run time, shown by name in the UI), else the default."""
+    return dg.EnvVar(env_name) if os.environ.get(env_name) else default
+
+
+class SparkResource(LazyPySparkResource):
+    """The process's SparkSession, built on first use from `spark_config` (`batch_scoring.settings.spark_config()`:
+    local by default; set `spark.master` to a cluster's URL to scale out, with the input and warehouse folders
+    on one file system the driver and every worker see)."""
+
+    spark_config: dict[str, Any] = Field(
+        description="Spark settings, spark.master included (BATCH_SCORING_SPARK_MASTER, BATCH_SCORING_SPARK_CONF)."
+    )
+
+    def _init_session(self) -> None:
+        # the first caller in a process creates the session and later callers get it as it is, so copies
+        # of this resource (nested in the warehouse) cannot undo its settings
+        if self._spark_session is None:
+            self._spark_session = SparkSession.getActiveSession() or build_spark_session(self.spark_config)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            active.catalog.clearCache()  # what a run cached does not outlive it
+
+
+class InputFiles(dg.ConfigurableResource):
+    """The input folder: the five tables (`PdM_<name>.csv` or `<name>.csv`, maybe gzipped), and
+    daily drops in `daily/YYYY-MM-DD/` (the same file names, plus a `_SUCCESS` marker written last)."""
+
+    input_dir: str = Field(description="Folder of the input CSV files (BATCH_SCORING_INPUT_DIR).")
+
+    @property
+    def drops_dir(self) -> Path:
+        return Path(self.input_dir) / DROPS_FOLDER
+
+    def drop_folders(self) -> dict[date, Path]:
+        """Every folder in the drops folder named by a day, ready or not."""
+        if not self.drops_dir.is_dir():
+            return {}
+        folders = {}
+        for folder in self.drops_dir.iterdir():
+            try:
+                folders[date.fromisoformat(folder.name)] = folder
+            except ValueError:
+                continue  # not a drop: the sensor's skip reason does not count it either
+        return dict(sorted(folders.items()))
+
+    def ready_drops(self) -> dict[date, Path]:
+        return {day: f for day, f in self.drop_folders().items() if (f / DROP_READY_MARKER).exists()}
+
+    def sources(self, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
+        return plan_sources(Path(self.input_dir), self.ready_drops(), table, days)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """Where every table is kept: the Delta table `<root>/<asset name>/`, daily ones partitioned by `date`."""
+
+    root: str = Field(description="Warehouse folder or URI (BATCH_SCORING_WAREHOUSE_DIR).")
+    spark: SparkResource
+
+    def tables(self) -> DeltaTables:
+        return DeltaTables(self.spark.spark_session, self.root)

@@ -1,0 +1,1 @@
+"""Pure PySpark: DataFrames in, DataFrames out. Nothing below this folder imports Dagster."""

@@ -1,0 +1,98 @@
+"""Every setting the project takes from the environment: the variables' names, their defaults and their
+parsing, in one place. No Dagster and no Spark here: the Dagster layer, the command line and the
+deployment adapters all read their settings through this module."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
+WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
+SPARK_MASTER_ENV = "BATCH_SCORING_SPARK_MASTER"
+SPARK_CONF_ENV = "BATCH_SCORING_SPARK_CONF"
+ENGINE_ENV = "BATCH_SCORING_ENGINE"
+DATABRICKS_HOST_ENV = "DATABRICKS_HOST"
+DATABRICKS_TOKEN_ENV = "DATABRICKS_TOKEN"
+DATABRICKS_WHEEL_ENV = "BATCH_SCORING_DATABRICKS_WHEEL"
+DATABRICKS_CLUSTER_ENV = "BATCH_SCORING_DATABRICKS_CLUSTER"
+DBFS_MOUNT_ENV = "BATCH_SCORING_DBFS_MOUNT"
+DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set by Databricks on every cluster
+
+DEFAULT_INPUT_DIR = "data/input"
+DEFAULT_WAREHOUSE_DIR = "data/warehouse"
+DEFAULT_DBFS_MOUNT = "/dbfs"  # where Databricks mounts DBFS on a cluster's driver
+ENGINES = ("spark", "databricks")
+
+# The Spark session's defaults, for a session this project builds (a platform's own session, such as
+# Databricks', keeps its own). BATCH_SCORING_SPARK_MASTER and BATCH_SCORING_SPARK_CONF win over them.
+SPARK_DEFAULTS = {
+    "spark.master": "local[*]",
+    "spark.sql.shuffle.partitions": "8",  # a few per core of a small machine; raise it on a cluster
+    "spark.driver.memory": "4g",  # takes effect only when the JVM starts
+    "spark.ui.enabled": "false",
+}
+
+
+def from_env(name: str, default: str) -> str:
+    """A variable's value, or the default when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def input_dir() -> str:
+    return from_env(INPUT_DIR_ENV, DEFAULT_INPUT_DIR)
+
+
+def warehouse_dir() -> str:
+    return from_env(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR)
+
+
+def engine() -> str:
+    value = from_env(ENGINE_ENV, ENGINES[0])
+    if value not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV} is {value!r}: it must be one of {', '.join(ENGINES)}")
+    return value
+
+
+def parse_json_object(text: str, source: str, example: str) -> dict:
+    """A JSON object from a setting; the error names the setting but never echoes it (it may hold keys)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source} is not JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{source} must be a JSON object such as {example}")
+    return value
+
+
+def spark_config(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Spark settings of a session this project builds: the defaults, then the master and further
+    settings from the environment, then `overrides` (tests size their session this way)."""
+    conf = parse_json_object(from_env(SPARK_CONF_ENV, "{}"), SPARK_CONF_ENV, '{"spark.executor.memory": "8g"}')
+    return {
+        **SPARK_DEFAULTS,
+        "spark.master": from_env(SPARK_MASTER_ENV, SPARK_DEFAULTS["spark.master"]),
+        **{str(key): str(value) for key, value in conf.items()},
+        **(overrides or {}),
+    }
+
+
+def parse_cluster_spec(text: str, source: str) -> dict:
+    """A Databricks `new_cluster` specification from JSON; the error names where the JSON came from."""
+    spec = parse_json_object(text, source, '{"spark_version": "...", "node_type_id": "..."}')
+    missing = [key for key in ("spark_version", "node_type_id") if key not in spec]
+    if missing:
+        raise ValueError(
+            f"{source} must be a Databricks new_cluster object with spark_version and node_type_id (missing: {missing})"
+        )
+    return spec
+
+
+def databricks_settings_missing() -> list[str]:
+    """The variables Databricks mode needs that are not set."""
+    return [name for name in (DATABRICKS_WHEEL_ENV, DATABRICKS_CLUSTER_ENV) if not os.environ.get(name)]
+
+
+def dbfs_mount() -> str:
+    return from_env(DBFS_MOUNT_ENV, DEFAULT_DBFS_MOUNT)
