@@ -58,6 +58,13 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
     assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def == graph.get(dg.AssetKey("features")).partitions_def
+    # the lookbacks are declared: three days of telemetry per day of features, and the week before each day
+    # of predictions (a self-dependency)
+    predictions = defs.resolve_assets_def("daily_predictions")
+    own_past = predictions.get_partition_mapping_for_dep(dg.AssetKey("daily_predictions"))
+    assert (own_past.start_offset, own_past.end_offset) == (-7, -1)
+    telemetry = defs.resolve_assets_def("features").get_partition_mapping_for_dep(dg.AssetKey("raw_telemetry"))
+    assert (telemetry.start_offset, telemetry.end_offset) == (-2, 0)
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job", "daily_scoring_job"}
     assert [s.name for s in defs.schedules] == ["daily_scoring_schedule"]
     assert [s.name for s in defs.sensors] == ["new_data_sensor"]

@@ -1,6 +1,7 @@
 """features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
 
 import pytest
+from delta.tables import DeltaTable
 from pyspark.ml import PipelineModel
 
 from batch_scoring.defs.assets.features import features
@@ -57,6 +58,24 @@ def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_with_
     everything = DeltaTables(spark, str(full)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
     assert bounded.count() == 30
     assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
+
+
+def test_a_day_missing_inside_the_lookback_fails_naming_it_but_days_before_the_data_begin_do_not(
+    spark, fleet_with_features, tmp_path
+):
+    input_dir, _ = fleet_with_features
+    run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
+    # the telemetry begins on 2015-03-08: the first day's windows reach before it, which is no gap
+    assert run(input_dir, tmp_path, [features], partition_key="2015-03-08").success
+    DeltaTable.forPath(spark, str(tmp_path / "raw_telemetry")).delete("date = DATE'2015-03-09'")
+    result = run(input_dir, tmp_path, [features], raise_on_error=False, partition_key="2015-03-10")
+    assert not result.success
+    message = str(result.failure_data_for_node("features").error)
+    assert (
+        "features reads raw_telemetry for 2015-03-08 .. 2015-03-10, but raw_telemetry has no rows for 2015-03-09"
+        in message
+    )
+    assert days_with_rows(DeltaTables(spark, str(tmp_path)), "features") == ["2015-03-08"]  # nothing thinner written
 
 
 def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fleet_warehouse):

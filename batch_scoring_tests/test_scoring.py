@@ -9,8 +9,8 @@ from pyspark.sql import functions as F
 
 from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.defs.definitions import build_definitions
-from batch_scoring.defs.jobs import daily_scoring_schedule
 from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.defs.schedules import daily_scoring_schedule
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
 from batch_scoring.storage.delta import DeltaTables
@@ -44,8 +44,15 @@ def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, w
     assert {r.model_version for r in table.select("model_version").distinct().collect()} == {version}
     assert table.where(F.col("observed_at") != F.lit(dt.datetime(2015, 4, 21))).count() == 0
     assert table.where(F.col("predicted_component").isin("none", "comp1", "comp2", "comp3", "comp4")).count() == 30
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"one_row_per_active_machine": True, "probabilities_valid": True, "failure_share_stable": True}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert {name: c.passed for name, c in checks.items()} == {
+        "one_row_per_active_machine": True,
+        "probabilities_valid": True,
+        "failure_share_stable": True,
+    }
+    # nothing was scored before: the check says it had no earlier day to compare with
+    not_scored = checks["failure_share_stable"].metadata["trailing_days_not_scored"].value
+    assert not_scored == [f"2015-04-{day}" for day in range(13, 20)]
 
 
 def test_rerunning_a_day_replaces_its_predictions(spark, warehouse):
@@ -64,7 +71,10 @@ def test_a_backfill_in_one_run_equals_scoring_the_days_one_by_one(spark, trained
     assert len({e.partition for e in result.get_asset_materialization_events()}) == 4
     day_by_day = copy_warehouse(trained_warehouse, tmp_path / "daily")
     for day in range(10, 14):
-        materialize(input_dir, day_by_day, SCORING, partition_key=f"2015-04-{day}")
+        last = materialize(input_dir, day_by_day, SCORING, partition_key=f"2015-04-{day}")
+    # the last day read the days before it through daily_predictions' declared dependency on its own past
+    (stable,) = [c for c in last.get_asset_check_evaluations() if c.check_name == "failure_share_stable"]
+    assert stable.metadata["trailing_days_not_scored"].value == ["2015-04-06", "2015-04-07", "2015-04-08", "2015-04-09"]
     ranged = comparable(predictions(spark, in_one_run))
     assert len(ranged) == 4 * 30
     assert ranged == comparable(predictions(spark, day_by_day))
@@ -141,7 +151,7 @@ def test_share_drift_compares_each_day_with_the_week_before():
     shares = {d - dt.timedelta(days=n): 0.05 for n in range(1, 8)}
     assert share_drifts({**shares, d: 0.14}, [d], 0.10) == []
     assert share_drifts({**shares, d: 0.20}, [d], 0.10) == [
-        {"date": "2015-04-20", "share": 0.20, "trailing_week": pytest.approx(0.05)}
+        {"date": "2015-04-20", "share": 0.20, "trailing_week": pytest.approx(0.05), "days_compared": 7}
     ]
     assert share_drifts({d: 0.9}, [d], 0.10) == []  # nothing to compare with
 

@@ -4,9 +4,9 @@ import filecmp
 from datetime import date, datetime, timedelta
 
 import pytest
-from batch_scoring.__main__ import main
 from pyspark.sql import functions as F
 
+from batch_scoring.cli import main
 from batch_scoring.lib.ingest import check_rows, kept_rows, locate_source_file, numbered_lines, read_header
 from batch_scoring.lib.simulator import (
     PRECURSOR_ERRORS,

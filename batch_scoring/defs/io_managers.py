@@ -97,21 +97,23 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
 
 def _fail_on_gaps(context: dg.InputContext, table: DataFrame, name: str, days: list[str]) -> None:
-    """A lookback with a day missing after the table's first day fails the step, naming the days; days
-    before the table's first day are where the data begin, and are only logged."""
+    """A day missing between the table's first day and the last day read would thin the windows that
+    reach over it: that fails the step, naming the days. Days before the table's first day are where the
+    data begin, days after the last one read where they end (those days have no rows to compute)."""
     wanted = table.where(F.col(PARTITION_COLUMN).isin([date.fromisoformat(day) for day in days]))
-    present = {row[0].isoformat() for row in wanted.select(PARTITION_COLUMN).distinct().collect()}  # <= len(days)
-    missing = [day for day in days if day not in present]
-    if not missing:
+    present = {row[0] for row in wanted.select(PARTITION_COLUMN).distinct().collect()}  # <= len(days)
+    missing = [date.fromisoformat(day) for day in days if date.fromisoformat(day) not in present]
+    if not missing or not present:
         return
     first = table.agg(F.min(PARTITION_COLUMN)).first()[0]
-    gaps = [day for day in missing if first is None or date.fromisoformat(day) > first]
+    gaps = [day.isoformat() for day in missing if first < day < max(present)]
     if gaps:
         raise dg.Failure(
             description=f"{context.op_def.name} reads {name} for {day_span(days)}, but {name} has no rows for "
             f"{', '.join(gaps)}: materialize {name} for those days first (a backfill of the range does)."
         )
-    context.log.info(f"{name} begins on {first}: the first days' lookback is shorter ({', '.join(missing)} precede it)")
+    if missing[0] < first:
+        context.log.info(f"{name} begins on {first}: the lookback of the first days is shorter")
 
 
 def _versions_metadata(versions_read: dict[str, int | str]) -> dict[str, dg.MetadataValue]:

@@ -249,40 +249,12 @@ def check_parsed(
     With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
     Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined.
     """
-    checked = parsed
-    if dates is not None:
-        # rows of other days belong to other partitions; rows without a readable day stay here
-        first, end = dates
-        day = F.col("day")
-        checked = checked.where(day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end))))
+    checked = parsed if dates is None else _within_days(parsed, *dates)
     if table.daily_partitioned:
         checked = checked.withColumn("date", F.to_date(F.col("datetime")))
     if known_machine_ids is not None:
-        known = F.broadcast(known_machine_ids.select("machine_id", F.lit(True).alias("known_machine")))
-        unknown = F.struct(
-            F.lit("unknown_machine").alias("reason"),
-            F.lit("machineID").alias("field"),
-            F.col("machine_id").cast("string").alias("detail"),
-        )
-        checked = checked.join(known, "machine_id", "left").withColumn(
-            "problem",
-            F.when(F.col("problem").isNull() & F.col("known_machine").isNull(), unknown).otherwise(F.col("problem")),
-        )
-    position = F.struct("file_order", "line_number", "source_file")
-    first = F.min(position).over(Window.partitionBy(F.col("problem").isNull(), *table.key))
-    where_first = F.when(first["source_file"] == F.col("source_file"), F.lit("")).otherwise(
-        F.concat(F.lit(" of "), first["source_file"])
-    )
-    duplicate = F.struct(
-        F.lit("duplicate").alias("reason"),
-        F.lit(None).cast("string").alias("field"),
-        F.concat(F.lit("same key as line "), first["line_number"].cast("string"), where_first).alias("detail"),
-    )
-    checked = checked.withColumn(
-        "problem",
-        F.when(F.col("problem").isNull() & (position != first), duplicate).otherwise(F.col("problem")),
-    )
-    return checked.select(
+        checked = _flag_unknown_machines(checked, known_machine_ids)
+    return _flag_duplicates(checked, table).select(
         *table.column_names,
         "line_number",
         "line",
@@ -292,6 +264,40 @@ def check_parsed(
         F.col("problem.field").alias("field"),
         F.col("problem.detail").alias("detail"),
     )
+
+
+def _problem(reason: str, field: str | None, detail: Column) -> Column:
+    return F.struct(F.lit(reason).alias("reason"), F.lit(field).cast("string").alias("field"), detail.alias("detail"))
+
+
+def _flag(rows: DataFrame, condition: Column, problem: Column) -> DataFrame:
+    """Give rows without a problem yet that meet `condition` this problem."""
+    flagged = F.when(F.col("problem").isNull() & condition, problem).otherwise(F.col("problem"))
+    return rows.withColumn("problem", flagged)
+
+
+def _within_days(parsed: DataFrame, first: date, end: date) -> DataFrame:
+    """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable
+    day stay (they are quarantined by whichever run reads their file)."""
+    day = F.col("day")
+    return parsed.where(day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end))))
+
+
+def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> DataFrame:
+    known = F.broadcast(known_machine_ids.select("machine_id", F.lit(True).alias("known_machine")))
+    unknown = _problem("unknown_machine", "machineID", F.col("machine_id").cast("string"))
+    return _flag(rows.join(known, "machine_id", "left"), F.col("known_machine").isNull(), unknown)
+
+
+def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
+    """Of the rows sharing the table's key, all but the first (by file, then line) are duplicates."""
+    position = F.struct("file_order", "line_number", "source_file")
+    first = F.min(position).over(Window.partitionBy(F.col("problem").isNull(), *table.key))
+    where_first = F.when(first["source_file"] == F.col("source_file"), F.lit("")).otherwise(
+        F.concat(F.lit(" of "), first["source_file"])
+    )
+    detail = F.concat(F.lit("same key as line "), first["line_number"].cast("string"), where_first)
+    return _flag(rows, position != first, _problem("duplicate", None, detail))
 
 
 def check_rows(

@@ -6,7 +6,7 @@ from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.common import table_asset_args
 from batch_scoring.defs.metadata import days_without_rows
-from batch_scoring.defs.partitions import MissingDays, lookback
+from batch_scoring.defs.partitions import MissingDays, day_span, lookback
 from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS, build_features
 
 
@@ -37,7 +37,7 @@ def features(
     if rows.isEmpty():
         raise dg.Failure(
             description=(
-                f"No features for {first} to {end} (exclusive): no machine has telemetry in those days. "
+                f"No features for {day_span(context.partition_keys)}: no machine has telemetry in those days. "
                 "Materialize raw_telemetry for them first, or check the input files cover them."
             )
         )

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from batch_scoring.defs.assets.common import table_asset_args, table_spec
 from batch_scoring.defs.metadata import COLUMN_SCHEMA_KEY, column_schema, preview
-from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
+from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, day_span, lookback
 from batch_scoring.lib.scoring import (
     PREDICTIONS_SCHEMA,
     WORKLIST_SCHEMA,
@@ -84,7 +84,7 @@ def daily_predictions(
     per_day = prediction_counts_per_day(rows, features)
     if not any(day["predictions"] for day in per_day):
         raise dg.Failure(
-            description=f"Nothing to score for {days[0]} .. {days[-1]}: features has no rows for those days. "
+            description=f"Nothing to score for {day_span(days)}: features has no rows for those days. "
             "Materialize raw_telemetry and features for them first."
         )
     # the run's own days win over what an earlier run stored for them
@@ -99,21 +99,31 @@ def daily_predictions(
             ),
         },
     )
+    yield _one_row_per_active_machine(per_day)
+    invalid = invalid_probability_rows(rows)
+    yield dg.AssetCheckResult(check_name="probabilities_valid", passed=invalid == 0, metadata={"invalid_rows": invalid})
+    yield _failure_share_stable(shares, days)
+
+
+def _one_row_per_active_machine(per_day: list[dict]) -> dg.AssetCheckResult:
     unsound_days = [
         {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in day.items()}
         for day in per_day
         if not day["predictions"] == day["machines_predicted"] == day["active_machines"]
     ]
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name="one_row_per_active_machine",
         passed=not unsound_days,
         metadata={"days_checked": len(per_day), "unsound_days": dg.MetadataValue.json(unsound_days)},
     )
-    invalid = invalid_probability_rows(rows)
-    yield dg.AssetCheckResult(check_name="probabilities_valid", passed=invalid == 0, metadata={"invalid_rows": invalid})
+
+
+def _failure_share_stable(shares: dict[dt.date, float], days: list[dt.date]) -> dg.AssetCheckResult:
+    """Each day's predicted-failure share against the mean of the week before; the days of that week
+    that were never scored are named, not guessed."""
     drifts = share_drifts(shares, days, MAX_FAILURE_SHARE_CHANGE)
     earlier_days = [days[0] - dt.timedelta(days=n) for n in range(TRAILING_DAYS, 0, -1)]
-    yield dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name="failure_share_stable",
         passed=not drifts,
         severity=dg.AssetCheckSeverity.WARN,
