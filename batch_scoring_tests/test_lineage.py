@@ -41,7 +41,7 @@ def test_each_materialization_records_the_delta_versions_it_wrote_and_read(spark
     assert worklist["delta_versions_read"] == {"daily_predictions": predictions["delta_version"]}
     # and each commit names the run that made it
     (commit,) = DeltaTable.forPath(spark, tables.location("daily_predictions")).history(1).collect()
-    assert commit.userMetadata.startswith(f"dagster run {result.run_id} asset daily_predictions write ")
+    assert commit.userMetadata == f"dagster run {result.run_id} asset daily_predictions"
 
 
 def test_a_day_can_be_read_as_it_was_before_a_rerun_and_the_table_restored(spark, scored):

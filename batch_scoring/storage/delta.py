@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -30,7 +29,7 @@ from pyspark.sql import types as T
 
 PARTITION_COLUMN = "date"
 LOCKS_FOLDER = ".locks"  # beside the tables, local warehouses only
-_HISTORY_SEARCHED = 20  # newest commits searched for a write's own commit
+_LAST_COMMIT_SETTING = "spark.databricks.delta.lastCommitVersionInSession"
 
 
 class TableNotFound(FileNotFoundError):
@@ -73,7 +72,9 @@ class DeltaTables:
 
     def version(self, name: str) -> int:
         """The table's newest committed version."""
-        return self._history(name, 1)[0]["version"]
+        if not self.exists(name):
+            raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
+        return DeltaTable.forPath(self.spark, self.location(name)).history(1).select("version").first()[0]
 
     def read(
         self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None, version: int | None = None
@@ -130,21 +131,15 @@ class DeltaTables:
         differences = schema_differences(df.schema, schema)
         if differences:
             raise SchemaMismatch(f"rows written to {name}: {'; '.join(differences)}")
-        commit_id = f"{note} write {uuid.uuid4().hex}".strip()
-        writer = df.write.format("delta").mode(mode).options(userMetadata=commit_id, **options)
+        writer = df.write.format("delta").mode(mode).options(userMetadata=note, **options)
         with self._local_commit_lock(name):
             self._create_if_missing(name, schema, partitioned)
+            # Delta records the version of the session's last commit; unset, it tells that this write
+            # committed nothing (no rows over no rows), and the newest version holds what was written
+            self.spark.conf.unset(_LAST_COMMIT_SETTING)
             writer.save(self.location(name))
-        history = self._history(name, _HISTORY_SEARCHED)
-        # Delta commits nothing for a write that changes nothing (no rows over no rows): the newest
-        # version then already holds what was written
-        return next((c["version"] for c in history if c["userMetadata"] == commit_id), history[0]["version"])
-
-    def _history(self, name: str, limit: int) -> list[dict]:
-        if not self.exists(name):
-            raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
-        history = DeltaTable.forPath(self.spark, self.location(name)).history(limit)
-        return [row.asDict() for row in history.select("version", "userMetadata").collect()]  # `limit` rows
+            committed = self.spark.conf.get(_LAST_COMMIT_SETTING, None)
+            return int(committed) if committed is not None else self.version(name)
 
     def _create_if_missing(self, name: str, schema: T.StructType, partitioned: bool) -> None:
         """Create the table with the declared schema, so its non-null columns are enforced from the first write."""
