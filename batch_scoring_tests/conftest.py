@@ -70,18 +70,13 @@ FLEET_DAYS = ("2015-01-01", "2015-04-30")
 SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
 
 
-def all_assets():
-    """Every asset as its code runs in a Spark session (in Databricks mode too, whatever the environment)."""
-    return list(SPARK_ASSETS)
-
-
 def materialize(input_dir, warehouse, selection, model_config=None, run_config=None, raise_on_error=True, **kwargs):
     """Materialize `selection` of the project's assets with the test resources (and a small forest)."""
     ops = dict((run_config or {}).get("ops", {}))
     if "failure_model" in {key.to_user_string() for a in selection for key in a.keys}:
         ops["failure_model"] = {"config": {**SMALL_FOREST, **(model_config or {})}}
     return dg.materialize(
-        all_assets(),
+        SPARK_ASSETS,
         selection=selection,
         resources=dagster_resources(input_dir, warehouse),
         run_config={"ops": ops} if ops else None,

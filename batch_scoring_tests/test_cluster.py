@@ -11,13 +11,13 @@ from pathlib import Path
 import pyspark
 import pytest
 
+from batch_scoring.defs.assets.scoring import daily_predictions
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
 from batch_scoring.lib.tables import TELEMETRY
 from batch_scoring.settings import SPARK_MASTER_ENV
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
-    all_assets,
     copy_warehouse,
     dagster_command,
     deployment_env,
@@ -93,9 +93,7 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     assert applications == ["batch_scoring"], "the run's Spark application ran on the cluster"
 
     # the fixture computed the day's raw telemetry and features locally; the day's predictions are scored here
-    assert materialize(
-        input_dir, local, [a for a in all_assets() if a.key.path[-1] == "daily_predictions"], partition_key=DAY
-    ).success
+    assert materialize(input_dir, local, [daily_predictions], partition_key=DAY).success
 
     for table, schema in (("raw_telemetry", TELEMETRY.schema), ("features", FEATURES_SCHEMA)):
         cluster_rows = DeltaTables(spark, str(on_cluster)).read(table, schema, [DAY])

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from batch_scoring.defs.assets.scoring import daily_predictions
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.deploy.databricks import TASK_ENTRY_POINT
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
@@ -31,7 +32,7 @@ from batch_scoring.settings import (
     WAREHOUSE_DIR_ENV,
 )
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import REPO_ROOT, all_assets, copy_warehouse, materialize, model_store
+from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, materialize, model_store
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
 DAY = "2015-04-28"
@@ -113,9 +114,7 @@ def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, works
     double, warehouse, defs = workspace
     input_dir, trained_warehouse = trained_fleet
     local = copy_warehouse(trained_warehouse, tmp_path / "local")
-    assert materialize(
-        input_dir, local, [a for a in all_assets() if a.key.path[-1] == "daily_predictions"], partition_key=DAY
-    ).success
+    assert materialize(input_dir, local, [daily_predictions], partition_key=DAY).success
 
     result = run(
         defs,

@@ -11,6 +11,8 @@ from batch_scoring import settings
 from batch_scoring.defs.definitions import build_definitions, resources_from_env
 from batch_scoring.lib.spark import build_spark_session
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 PURE_PACKAGES_IMPORTED = """
 import importlib, pkgutil, sys
 import batch_scoring.lib, batch_scoring.settings, batch_scoring.storage

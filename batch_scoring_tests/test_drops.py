@@ -16,6 +16,8 @@ from batch_scoring.lib.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import dagster_resources
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 D1, D2, D3 = date(2015, 1, 4), date(2015, 1, 5), date(2015, 1, 6)
 
 

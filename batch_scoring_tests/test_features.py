@@ -14,6 +14,8 @@ from batch_scoring.lib.features import (
     telemetry_features,
 )
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 DAY = date(2015, 1, 10)
 OBSERVED_AT = datetime(2015, 1, 11)  # the end of DAY
 NEXT_DAY = DAY + timedelta(days=1)

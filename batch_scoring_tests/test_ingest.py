@@ -17,6 +17,8 @@ from batch_scoring.lib.ingest import (
 )
 from batch_scoring.lib.tables import ERRORS, MACHINES, MAINTENANCE, TELEMETRY, UNDATED
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 
 def write_file(folder: Path, name: str, lines: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)

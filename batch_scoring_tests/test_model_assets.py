@@ -44,38 +44,31 @@ def test_features_cover_every_day_and_machine(spark, fleet_with_features):
     assert table.select("date").distinct().count() == 120
 
 
-def test_a_day_s_features_need_only_its_lookback_of_telemetry(spark, fleet_with_features, tmp_path):
+def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(
+    spark, fleet_with_features, tmp_path
+):
     input_dir, full = fleet_with_features
     # a warehouse holding telemetry of 2015-03-08..10 only: the days the 72 h window of 2015-03-10 reaches
     run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
     run(input_dir, tmp_path, [features], partition_key="2015-03-10")
-    assert days_with_rows(DeltaTables(spark, str(tmp_path)), "raw_telemetry") == [
-        "2015-03-08",
-        "2015-03-09",
-        "2015-03-10",
-    ]
-    bounded = DeltaTables(spark, str(tmp_path)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
+    store = DeltaTables(spark, str(tmp_path))
+    assert days_with_rows(store, "raw_telemetry") == ["2015-03-08", "2015-03-09", "2015-03-10"]
+    bounded = store.read("features", FEATURES_SCHEMA, ["2015-03-10"])
     everything = DeltaTables(spark, str(full)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
     assert bounded.count() == 30
     assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
 
-
-def test_a_day_missing_inside_the_lookback_fails_naming_it_but_days_before_the_data_begin_do_not(
-    spark, fleet_with_features, tmp_path
-):
-    input_dir, _ = fleet_with_features
-    run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
     # the telemetry begins on 2015-03-08: the first day's windows reach before it, which is no gap
     assert run(input_dir, tmp_path, [features], partition_key="2015-03-08").success
+    # a day missing inside the lookback would thin the windows: the step fails and names it
     DeltaTable.forPath(spark, str(tmp_path / "raw_telemetry")).delete("date = DATE'2015-03-09'")
     result = run(input_dir, tmp_path, [features], raise_on_error=False, partition_key="2015-03-10")
     assert not result.success
-    message = str(result.failure_data_for_node("features").error)
     assert (
         "features reads raw_telemetry for 2015-03-08 .. 2015-03-10, but raw_telemetry has no rows for 2015-03-09"
-        in message
+        in str(result.failure_data_for_node("features").error)
     )
-    assert days_with_rows(DeltaTables(spark, str(tmp_path)), "features") == ["2015-03-08"]  # nothing thinner written
+    assert store.read("features", FEATURES_SCHEMA, ["2015-03-10"]).count() == 30  # the earlier rows stay
 
 
 def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fleet_warehouse):
@@ -124,6 +117,7 @@ def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_s
     assert PipelineModel.load(store.pipeline_location(good)).stages  # an older version stays loadable
 
 
+@pytest.mark.unit
 def test_no_trained_model_says_to_materialize_failure_model_first(spark, tmp_path):
     with pytest.raises(ModelNotUsable, match="No trained failure_model in .*: materialize failure_model first"):
         model_store(spark, tmp_path).load_latest_usable()

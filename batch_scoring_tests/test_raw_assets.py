@@ -100,6 +100,7 @@ def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir,
     assert not (tmp_path / "raw_telemetry" / "date=2015-02-01").exists()
 
 
+@pytest.mark.unit
 def test_a_missing_input_file_fails_the_run_naming_folder_and_file_names(tmp_path):
     (tmp_path / "input").mkdir()
     with pytest.raises(

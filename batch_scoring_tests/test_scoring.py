@@ -135,6 +135,7 @@ def test_scoring_without_a_trained_model_says_to_materialize_failure_model(fleet
     assert not (untrained / "daily_predictions").exists()
 
 
+@pytest.mark.unit
 def test_the_daily_schedule_asks_for_the_day_that_just_ended():
     context = dg.build_schedule_context(
         scheduled_execution_time=dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc)
@@ -146,6 +147,7 @@ def test_the_daily_schedule_asks_for_the_day_that_just_ended():
     assert schedule.execution_timezone == "UTC"
 
 
+@pytest.mark.unit
 def test_share_drift_compares_each_day_with_the_week_before():
     d = dt.date(2015, 4, 20)
     shares = {d - dt.timedelta(days=n): 0.05 for n in range(1, 8)}

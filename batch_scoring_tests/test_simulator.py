@@ -20,6 +20,8 @@ from batch_scoring.lib.simulator import (
 )
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE_TABLES, TELEMETRY
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 FILES = ["PdM_machines.csv", "PdM_telemetry.csv", "PdM_errors.csv", "PdM_maint.csv", "PdM_failures.csv"]
 
 

@@ -12,6 +12,8 @@ from pyspark.sql import types as T
 from batch_scoring.storage.delta import LOCKS_FOLDER, DeltaTables, SchemaMismatch, TableNotFound
 from batch_scoring_tests.conftest import days_with_rows
 
+pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
+
 SCHEMA = T.StructType(
     [T.StructField("value", T.IntegerType(), nullable=False), T.StructField("date", T.DateType(), nullable=False)]
 )

@@ -1,12 +1,10 @@
-"""Dagster resources: the Spark session (on dagster-pyspark), the input folder and the warehouse."""
+"""Dagster resources: the Spark session, the input folder and the warehouse."""
 
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
@@ -21,20 +19,24 @@ def env_var_or_default(env_name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name) if os.environ.get(env_name) else default
 
 
-class SparkResource(LazyPySparkResource):
+class SparkResource(dg.ConfigurableResource):
     """The process's SparkSession, built on first use from `spark_config` (`batch_scoring.settings.spark_config()`:
     local by default; set `spark.master` to a cluster's URL to scale out, with the input and warehouse folders
-    on one file system the driver and every worker see)."""
+    on one file system the driver and every worker see).
 
-    spark_config: dict[str, Any] = Field(
+    The same interface as dagster-pyspark's LazyPySparkResource (`spark_config`, `spark_session`), but not
+    built on it: a Databricks job cluster imports this module too, and dagster-pyspark cannot be installed
+    there (it requires pyspark from PyPI, which would replace the platform's Spark)."""
+
+    spark_config: dict[str, str] = Field(
         description="Spark settings, spark.master included (BATCH_SCORING_SPARK_MASTER, BATCH_SCORING_SPARK_CONF)."
     )
 
-    def _init_session(self) -> None:
-        # the first caller in a process creates the session and later callers get it as it is, so copies
-        # of this resource (nested in the warehouse) cannot undo its settings
-        if self._spark_session is None:
-            self._spark_session = SparkSession.getActiveSession() or build_spark_session(self.spark_config)
+    @property
+    def spark_session(self) -> SparkSession:
+        """The process's session. The first caller creates it and later callers get it as it is, so copies of
+        this resource (nested in the warehouse) cannot undo its settings."""
+        return SparkSession.getActiveSession() or build_spark_session(self.spark_config)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         active = SparkSession.getActiveSession()
