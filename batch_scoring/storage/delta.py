@@ -133,16 +133,24 @@ class DeltaTables:
             raise SchemaMismatch(f"rows written to {name}: {'; '.join(differences)}")
         writer = df.write.format("delta").mode(mode).options(userMetadata=note, **options)
         with self._local_commit_lock(name):
-            self._create_if_missing(name, schema, partitioned)
-            # Delta records the version of the session's last commit; unset, it tells that this write
-            # committed nothing (no rows over no rows), and the newest version holds what was written
+            created = not self.exists(name)
+            if created:
+                self._create(name, schema, partitioned)
+            if df.isEmpty() and (created or mode == "append" or self._holds_no_rows(name, options.get("replaceWhere"))):
+                return self.version(name)  # no rows over no rows: nothing to commit (the common empty quarantine)
+            # Delta records the version of the session's last commit
             self.spark.conf.unset(_LAST_COMMIT_SETTING)
             writer.save(self.location(name))
             committed = self.spark.conf.get(_LAST_COMMIT_SETTING, None)
             return int(committed) if committed is not None else self.version(name)
 
-    def _create_if_missing(self, name: str, schema: T.StructType, partitioned: bool) -> None:
-        """Create the table with the declared schema, so its non-null columns are enforced from the first write."""
+    def _holds_no_rows(self, name: str, predicate: str | None) -> bool:
+        table = self.spark.read.format("delta").load(self.location(name))
+        return (table.where(predicate) if predicate else table).isEmpty()
+
+    def _create(self, name: str, schema: T.StructType, partitioned: bool) -> None:
+        """Create the table with the declared schema, so its non-null columns are enforced from the first write
+        (if another writer created it meanwhile, that one stays)."""
         builder = DeltaTable.createIfNotExists(self.spark).location(self.location(name)).addColumns(schema)
         if partitioned:
             builder = builder.partitionedBy(PARTITION_COLUMN)
