@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from batch_scoring.defs.assets.features import features
-from batch_scoring.defs.assets.raw import QUARANTINE_CHECK, RAW_ASSETS
+from batch_scoring.defs.assets.raw import QUARANTINE_CHECK, RAW_ASSETS, raw_machines, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
@@ -52,10 +52,11 @@ ALL_QUARANTINE_ALLOWED = {
 }
 
 
-def run_raw(input_dir, warehouse, first=None, last=None, run_config=None):
+def run_raw(input_dir, warehouse, first=None, last=None, run_config=None, selection=None):
     tags = partition_range_tags(first or "2015-01-01", last or "2015-01-12")
     return dg.materialize(
         RAW_ASSETS,
+        selection=selection,
         resources=dagster_resources(input_dir, warehouse),
         run_config=run_config,
         tags=tags,
@@ -167,11 +168,12 @@ def test_an_unreadable_file_fails_the_run_naming_it_and_leaves_the_table_as_it_w
 ):
     input_dir = tmp_path / "input"
     shutil.copytree(small_fleet_dir, input_dir)
-    assert run_raw(input_dir, tmp_path / "warehouse", DAY, DAY).success
+    telemetry_and_machines = [raw_machines, raw_telemetry]
+    assert run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, selection=telemetry_and_machines).success
     store = DeltaTables(spark, str(tmp_path / "warehouse"))
     before = store.read("raw_telemetry", TELEMETRY.schema).count()
     damage(input_dir / "PdM_telemetry.csv")
-    result = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY)
+    result = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, selection=telemetry_and_machines)
     assert not result.success
     assert re.search(message, failure_text(result)), failure_text(result)
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == before == 6 * 24

@@ -9,7 +9,7 @@ from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import dagster_resources, days_with_rows, materialization_metadata
+from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, days_with_rows, materialization_metadata
 
 FIRST, LAST = "2015-01-01", "2015-01-12"
 
@@ -20,10 +20,18 @@ def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, **kwargs):
     )
 
 
-def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_dir, tmp_path):
-    result = materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+@pytest.fixture(scope="module")
+def ingested(small_fleet_dir, tmp_path_factory):
+    """The small fleet's twelve days ingested in one run: the run's result and its warehouse (read-only:
+    tests that write copy it)."""
+    warehouse = tmp_path_factory.mktemp("ingested")
+    return materialize_raw(small_fleet_dir, warehouse, tags=partition_range_tags(FIRST, LAST)), warehouse
+
+
+def test_a_range_of_days_is_ingested_in_one_run(spark, ingested):
+    result, warehouse = ingested
     assert result.success
-    store = DeltaTables(spark, str(tmp_path))
+    store = DeltaTables(spark, str(warehouse))
     assert days_with_rows(store, "raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 6 * 12 * 24
@@ -76,12 +84,12 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
 
-def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, tmp_path):
-    materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
-    store = DeltaTables(spark, str(tmp_path))
+def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, ingested, tmp_path):
+    warehouse = copy_warehouse(ingested[1], tmp_path / "warehouse")
+    store = DeltaTables(spark, str(warehouse))
     first = store.read("raw_telemetry", TELEMETRY.schema).localCheckpoint()
     for _ in range(2):  # raw_machines is loaded from the warehouse, as the first run left it
-        result = materialize_raw(small_fleet_dir, tmp_path, partition_key="2015-01-03", selection=[raw_telemetry])
+        result = materialize_raw(small_fleet_dir, warehouse, partition_key="2015-01-03", selection=[raw_telemetry])
         assert result.success
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 6 * 12 * 24
@@ -89,15 +97,15 @@ def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fle
     assert telemetry.groupBy("machine_id", "datetime").count().where("count > 1").count() == 0
 
 
-def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir, tmp_path):
-    materialize_raw(small_fleet_dir, tmp_path, tags=partition_range_tags(FIRST, LAST))
+def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir, ingested, tmp_path):
+    warehouse = copy_warehouse(ingested[1], tmp_path / "warehouse")
     result = materialize_raw(
-        small_fleet_dir, tmp_path, raise_on_error=False, partition_key="2015-02-01", selection=[raw_telemetry]
+        small_fleet_dir, warehouse, raise_on_error=False, partition_key="2015-02-01", selection=[raw_telemetry]
     )
     assert not result.success
     failure = result.failure_data_for_node("raw_telemetry")
     assert "No telemetry rows dated 2015-02-01 in" in failure.user_failure_data.description
-    assert not (tmp_path / "raw_telemetry" / "date=2015-02-01").exists()
+    assert not (warehouse / "raw_telemetry" / "date=2015-02-01").exists()
 
 
 @pytest.mark.unit
