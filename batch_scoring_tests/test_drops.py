@@ -16,8 +16,6 @@ from batch_scoring.lib.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import dagster_resources
 
-pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
-
 D1, D2, D3 = date(2015, 1, 4), date(2015, 1, 5), date(2015, 1, 6)
 
 
@@ -31,6 +29,7 @@ def drop(input_dir, day, files: dict[str, str], ready=True):
     return folder
 
 
+@pytest.mark.unit
 def test_telemetry_reads_each_day_s_drop_and_the_bulk_file_for_the_other_days(tmp_path):
     (tmp_path / "PdM_telemetry.csv").write_text("x")
     drop(tmp_path, D2, {"telemetry.csv": "x"})
@@ -47,6 +46,7 @@ def test_telemetry_reads_each_day_s_drop_and_the_bulk_file_for_the_other_days(tm
     ]
 
 
+@pytest.mark.unit
 def test_event_tables_read_the_bulk_file_then_every_drop_in_day_order(tmp_path):
     (tmp_path / "errors.csv").write_text("x")
     drop(tmp_path, D3, {"PdM_errors.csv": "x"})
@@ -61,6 +61,7 @@ def test_event_tables_read_the_bulk_file_then_every_drop_in_day_order(tmp_path):
     ]
 
 
+@pytest.mark.unit
 def test_a_day_with_neither_drop_nor_bulk_file_is_an_error_saying_where_it_looked(tmp_path):
     with pytest.raises(InputFileError, match=r"No telemetry file for 2015-01-04 .. 2015-01-04 in .*daily drops"):
         plan_sources(tmp_path, {}, TELEMETRY, [D1])
@@ -105,6 +106,7 @@ def evaluate(input_dir, cursor=None):
     return new_data_sensor(context), context.cursor
 
 
+@pytest.mark.unit
 def test_the_sensor_runs_each_ready_drop_once_and_says_why_it_skips(tmp_path):
     result, cursor = evaluate(tmp_path)
     assert isinstance(result, dg.SkipReason) and "No daily drops in" in result.skip_message
@@ -132,6 +134,7 @@ def test_the_sensor_runs_each_ready_drop_once_and_says_why_it_skips(tmp_path):
     assert sorted(r.partition_key for r in requests) == ["2015-01-04", "2015-01-06"]
 
 
+@pytest.mark.unit
 def test_the_sensor_skips_drops_outside_the_partitions_and_says_so(tmp_path):
     drop(tmp_path, date(2014, 12, 30), {"PdM_telemetry.csv": "a"})
     result, _ = evaluate(tmp_path)
