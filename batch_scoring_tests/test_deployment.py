@@ -361,6 +361,12 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
     assert lineage.count("Materialized") == 3 and lineage.count("Never materialized") == 2
     assert lineage.count("% filled") == 5 and "3 / 3 Passed" in lineage
 
+    # the whole graph: every table the pipeline writes, the quarantines and the worklist's CSV files included
+    everything = open_in_chromium(f"{deployment.url}/asset-groups", ARTIFACTS / "global_lineage.png", tmp_path)
+    for name in ASSETS:
+        assert re.search(rf"\b{name}\b", everything), f"{name} is not in the global lineage"
+    assert everything.count("quarantine") >= 5, "the five quarantine tables are in the global lineage"
+
     partitions = open_in_chromium(
         f"{deployment.url}/assets/daily_predictions?view=partitions",
         ARTIFACTS / "daily_predictions_partitions.png",
