@@ -16,8 +16,9 @@ import dagster as dg
 import pytest
 
 from batch_scoring.defs.assets.features import features
-from batch_scoring.defs.assets.raw import QUARANTINE_CHECK, RAW_ASSETS, raw_machines, raw_telemetry
+from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.lib.steps import QUARANTINE_CHECK
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (

@@ -5,10 +5,11 @@ from delta.tables import DeltaTable
 from pyspark.ml import PipelineModel
 
 from batch_scoring.defs.assets.features import features
-from batch_scoring.defs.assets.model import CHECK_NAME, failure_model
+from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.defs.assets.raw import RAW_ASSETS
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.steps import MODEL_CHECK
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import ModelNotUsable
 from batch_scoring_tests.conftest import (
@@ -93,7 +94,7 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert sum(sum(v for k, v in r.data.items() if k != "true_class") for r in meta["confusion_matrix"].records) == 900
     assert len(meta["feature_importances"].records) == 15
     (check,) = result.get_asset_check_evaluations()
-    assert (check.check_name, check.passed) == (CHECK_NAME, True)
+    assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
     store = model_store(spark, warehouse)
     assert model_versions(spark, warehouse) == [meta["version"]]

@@ -3,22 +3,18 @@ writes storage itself; it returns DataFrames (or a trained model) and these put 
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import date
-
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import COLUMN_SCHEMA_KEY, spark_schema, table_metadata
-from batch_scoring.defs.partitions import MISSING_DAYS_KEY, REPLACED_PARTITIONS_KEY, MissingDays, day_span
+from batch_scoring.defs.metadata import dagster_metadata, spark_schema
+from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
-from batch_scoring.storage.delta import PARTITION_COLUMN
-from batch_scoring.storage.files import write_text_file
-from batch_scoring.storage.models import ModelStore, TrainedModel
+from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, REPLACED_PARTITIONS_KEY, gaps_message, table_summary
+from batch_scoring.storage.files import WORKLIST_FILE_STEM, WORKLIST_FOLDER, daily_csv_location, write_daily_csv_files
+from batch_scoring.storage.models import ModelStore
 
 
 def table_name(key: dg.AssetKey) -> str:
@@ -69,7 +65,7 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "path": dg.MetadataValue.path(tables.location(name)),
                 "delta_version": dg.MetadataValue.int(version),
                 **_versions_metadata(versions_read),
-                **table_metadata(obj),
+                **dagster_metadata(table_summary(obj)),
             }
         )
 
@@ -92,28 +88,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         read[name] = version
         rows = tables.read(name, schema, partitions, version)
         if missing_days == MissingDays.FAIL and partitions:
-            _fail_on_gaps(context, tables.read(name, schema, None, version), name, partitions)
+            gaps = tables.gaps(name, schema, partitions, version)
+            if gaps:
+                raise dg.Failure(description=gaps_message(context.op_def.name, name, partitions, gaps))
         return rows
-
-
-def _fail_on_gaps(context: dg.InputContext, table: DataFrame, name: str, days: list[str]) -> None:
-    """A day missing between the table's first day and the last day read would thin the windows that
-    reach over it: that fails the step, naming the days. Days before the table's first day are where the
-    data begin, days after the last one read where they end (those days have no rows to compute)."""
-    wanted = table.where(F.col(PARTITION_COLUMN).isin([date.fromisoformat(day) for day in days]))
-    present = {row[0] for row in wanted.select(PARTITION_COLUMN).distinct().collect()}  # <= len(days)
-    missing = [date.fromisoformat(day) for day in days if date.fromisoformat(day) not in present]
-    if not missing or not present:
-        return
-    first = table.agg(F.min(PARTITION_COLUMN)).first()[0]
-    gaps = [day.isoformat() for day in missing if first < day < max(present)]
-    if gaps:
-        raise dg.Failure(
-            description=f"{context.op_def.name} reads {name} for {day_span(days)}, but {name} has no rows for "
-            f"{', '.join(gaps)}: materialize {name} for those days first (a backfill of the range does)."
-        )
-    if missing[0] < first:
-        context.log.info(f"{name} begins on {first}: the lookback of the first days is shorter")
 
 
 def _versions_metadata(versions_read: dict[str, int | str]) -> dict[str, dg.MetadataValue]:
@@ -125,22 +103,14 @@ class WorklistFiles(dg.ConfigurableIOManager):
     written even when the day has no rows, on whatever storage the warehouse is."""
 
     warehouse: Warehouse
-    folder: str = Field(default="worklists", description="Folder of the files, inside the warehouse.")
-    file_stem: str = Field(default="maintenance_worklist", description="Start of each file's name.")
+    folder: str = Field(default=WORKLIST_FOLDER, description="Folder of the files, inside the warehouse.")
+    file_stem: str = Field(default=WORKLIST_FILE_STEM, description="Start of each file's name.")
 
     def location(self, day: str) -> str:
-        return f"{self.warehouse.tables().root.rstrip('/')}/{self.folder}/{self.file_stem}_{day}.csv"
+        return daily_csv_location(self.warehouse.tables().root, self.folder, self.file_stem, day)
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
-        files = {}
-        for day in context.asset_partition_keys:
-            # a day's rows are bounded by the fleet's size
-            rows = obj.where(F.col(PARTITION_COLUMN) == F.lit(date.fromisoformat(day))).orderBy("rank").collect()
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=obj.columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(row.asDict() for row in rows)
-            files[day] = write_text_file(obj.sparkSession, self.location(day), text.getvalue())
+        files = write_daily_csv_files(obj, context.asset_partition_keys, self.location, order_by="rank")
         context.add_output_metadata(
             {"csv_file": dg.MetadataValue.path(files[context.asset_partition_keys[-1]]), "csv_files": files}
         )

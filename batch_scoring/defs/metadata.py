@@ -1,16 +1,14 @@
-"""Materialization metadata computed from Spark DataFrames: schemas, counts, time ranges, previews."""
+"""Metadata as Dagster shows it: column schemas, and the plain metadata and check verdicts of `lib.steps` as
+Dagster's metadata values, outputs and check results."""
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
 
 import dagster as dg
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-COLUMN_SCHEMA_KEY = "dagster/column_schema"
-PREVIEW_ROWS = 5
+from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
 
 
 def column_schema(schema: T.StructType) -> dg.TableSchema:
@@ -49,51 +47,59 @@ def spark_schema(table_schema: dg.TableSchema) -> T.StructType:
     )
 
 
-def _plain(value: object) -> object:
-    """A value TableRecord accepts: str, int, float, bool or None."""
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
-    if value is None or isinstance(value, (str, int, float, bool)):
+def metadata_value(value: object) -> dg.MetadataValue:
+    """A step's plain metadata value as Dagster's: numbers chart in the Plots tab, tables and schemas render."""
+    if isinstance(value, dg.MetadataValue):
         return value
-    return str(value)
+    if isinstance(value, Records):
+        return dg.MetadataValue.table(
+            records=[dg.TableRecord(row) for row in value.rows],
+            schema=dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in value.columns]),
+        )
+    if isinstance(value, T.StructType):
+        return dg.MetadataValue.table_schema(column_schema(value))
+    if isinstance(value, Location):
+        return dg.MetadataValue.path(value.path)
+    if isinstance(value, bool):
+        return dg.MetadataValue.bool(value)
+    if isinstance(value, int):
+        return dg.MetadataValue.int(value)
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    if isinstance(value, (dict, list)):
+        return dg.MetadataValue.json(value)
+    return dg.MetadataValue.text(str(value))
 
 
-def records_table(rows: list[dict[str, object]], schema: dg.TableSchema) -> dg.MetadataValue:
-    return dg.MetadataValue.table(
-        records=[dg.TableRecord({k: _plain(v) for k, v in row.items()}) for row in rows], schema=schema
+def dagster_metadata(values: Mapping[str, object]) -> dict[str, dg.MetadataValue]:
+    return {key: metadata_value(value) for key, value in values.items()}
+
+
+def check_result(check: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=dg.AssetKey.from_user_string(check.asset),
+        check_name=check.name,
+        passed=check.passed,
+        severity=dg.AssetCheckSeverity.WARN if check.warn_only else dg.AssetCheckSeverity.ERROR,
+        description=check.description,
+        metadata=dagster_metadata(check.metadata),
     )
 
 
-def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
-    """The first rows of a DataFrame as a table; `limit` keeps the collected rows bounded."""
-    return records_table([row.asDict() for row in df.limit(rows).collect()], column_schema(df.schema))
-
-
-def table_metadata(df: DataFrame) -> dict[str, object]:
-    """Row count, time range, machines, schema and a preview of a table, from one aggregation."""
-    aggregates = [F.count(F.lit(1)).alias("rows")]
-    if "datetime" in df.columns:
-        aggregates += [F.min("datetime").alias("first"), F.max("datetime").alias("last")]
-    if "machine_id" in df.columns:
-        aggregates.append(F.count_distinct("machine_id").alias("machines"))
-    summary = df.agg(*aggregates).first().asDict()
-    metadata: dict[str, object] = {
-        "dagster/row_count": dg.MetadataValue.int(summary["rows"]),
-        COLUMN_SCHEMA_KEY: column_schema(df.schema),
-        "preview": preview(df),
-    }
-    if "machines" in summary:
-        metadata["machines"] = dg.MetadataValue.int(summary["machines"])
-    if "first" in summary:
-        metadata["first_timestamp"] = dg.MetadataValue.text(str(summary["first"]))
-        metadata["last_timestamp"] = dg.MetadataValue.text(str(summary["last"]))
-    return metadata
-
-
-def days_without_rows(df: DataFrame, partition_keys: list[str]) -> dg.MetadataValue:
-    """The partitions of a run that got no rows (distinct days only are collected)."""
-    days = {row["date"].isoformat() for row in df.select("date").distinct().collect()}
-    return dg.MetadataValue.json([key for key in partition_keys if key not in days])
+def step_results(
+    context: dg.AssetExecutionContext, step: Callable[[], StepOutcome]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Run a step (`lib.steps`): its tables as the asset's outputs (the IO managers store them), its checks'
+    verdicts as check results; a StepFailed fails the step with its message."""
+    try:
+        outcome = step()
+    except StepFailed as failure:
+        raise dg.Failure(description=str(failure), metadata=dagster_metadata(failure.metadata)) from failure
+    for produced in outcome.produced:
+        output_name = context.assets_def.get_output_name_for_asset_key(dg.AssetKey.from_user_string(produced.asset))
+        yield dg.Output(produced.value, output_name=output_name, metadata=dagster_metadata(produced.metadata))
+    for check in outcome.checks:
+        yield check_result(check)
 
 
 def materialized_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:

@@ -19,8 +19,6 @@ SPARK_BACKFILL_POLICY = dg.BackfillPolicy.single_run()
 
 # An input's metadata: what a missing day of its declared lookback means (read by the IO manager)
 MISSING_DAYS_KEY = "batch_scoring/missing_days"
-# An output's metadata: the partition values a write replaces, when they are more than the run's days
-REPLACED_PARTITIONS_KEY = "partitions_replaced"
 
 
 class MissingDays:
@@ -41,11 +39,6 @@ def lookback(days: int, *, key: str | None = None, skip_own_day: bool = False, m
         ),
         metadata={MISSING_DAYS_KEY: missing},
     )
-
-
-def day_span(days: list) -> str:
-    """Days as people write them: `2015-02-01`, or `2015-02-01 .. 2015-02-07`."""
-    return str(days[0]) if len(days) == 1 else f"{days[0]} .. {days[-1]}"
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:

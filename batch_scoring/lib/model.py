@@ -163,6 +163,18 @@ def feature_importances(model: PipelineModel) -> list[tuple[str, float]]:
     return sorted(zip(MODEL_INPUTS, (float(x) for x in importances)), key=lambda pair: -pair[1])
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted pipeline and its manifest (version, training window, metrics, its check's verdict)."""
+
+    pipeline: PipelineModel
+    manifest: dict
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+
 class TrainingError(ValueError):
     """The training window cannot give a model; the message says why and what to change."""
 

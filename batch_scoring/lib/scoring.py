@@ -40,6 +40,7 @@ WORKLIST_SCHEMA = required_schema(
 )
 
 PROBABILITY_TOLERANCE = 1e-6
+TRAILING_DAYS = 7  # a day's predicted-failure share is compared with the mean of the week before
 
 
 def score(model: PipelineModel, features: DataFrame, model_version: str, scored_at: datetime) -> DataFrame:
@@ -113,7 +114,7 @@ def share_drifts(shares: dict[date, float], days: list[date], max_change: float)
     `max_change` (absolute); days with no earlier day to compare with are not judged."""
     drifts = []
     for day in days:
-        trailing = [shares[d] for d in (day - timedelta(days=n) for n in range(1, 8)) if d in shares]
+        trailing = [shares[d] for d in (day - timedelta(days=n) for n in range(1, TRAILING_DAYS + 1)) if d in shares]
         if day in shares and trailing:
             baseline = sum(trailing) / len(trailing)
             if abs(shares[day] - baseline) > max_change:

@@ -99,6 +99,19 @@ class DeltaTables:
             table = table.where(self._in_partitions(schema, partitions))
         return table
 
+    def gaps(self, name: str, schema: T.StructType, days: Sequence[str], version: int) -> list[str]:
+        """Of `days`, those without rows between the table's first day and the last of `days` that has rows:
+        holes in the data, not where the data begin or end (a daily table, at `version`)."""
+        table = self.read(name, schema, None, version)
+        wanted = [date.fromisoformat(day) for day in days]
+        present_rows = table.where(F.col(PARTITION_COLUMN).isin(wanted)).select(PARTITION_COLUMN).distinct()
+        present = {row[0] for row in present_rows.collect()}  # at most len(days)
+        missing = [day for day in wanted if day not in present]
+        if not missing or not present:
+            return []
+        first = table.agg(F.min(PARTITION_COLUMN)).first()[0]
+        return [day.isoformat() for day in missing if first < day < max(present)]
+
     def write(
         self, name: str, df: DataFrame, schema: T.StructType, partitions: Sequence[str] | None = None, note: str = ""
     ) -> int:

@@ -3,11 +3,18 @@ or any URI Spark's Hadoop file systems write to (`abfss://`, `s3://`, `dbfs:/`, 
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import uuid
+from datetime import date
 from urllib.parse import urlparse
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+WORKLIST_FOLDER = "worklists"  # inside the warehouse
+WORKLIST_FILE_STEM = "maintenance_worklist"
 
 
 def write_text_file(spark: SparkSession, location: str, text: str) -> str:
@@ -29,3 +36,22 @@ def write_text_file(spark: SparkSession, location: str, text: str) -> str:
     finally:
         stream.close()
     return location
+
+
+def daily_csv_location(root: str, folder: str, file_stem: str, day: str) -> str:
+    """A day's CSV file: `<root>/<folder>/<file_stem>_YYYY-MM-DD.csv`."""
+    return f"{root.rstrip('/')}/{folder}/{file_stem}_{day}.csv"
+
+
+def write_daily_csv_files(df: DataFrame, days: list[str], location_of_day, order_by: str) -> dict[str, str]:
+    """Each day's rows of `df` as one CSV file (header included, written even when the day has no rows),
+    at `location_of_day(day)`; a day's rows are few (bounded by the fleet). Returns the files by day."""
+    files = {}
+    for day in days:
+        rows = df.where(F.col("date") == F.lit(date.fromisoformat(day))).orderBy(order_by).collect()
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=df.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row.asDict() for row in rows)
+        files[day] = write_text_file(df.sparkSession, location_of_day(day), text.getvalue())
+    return files

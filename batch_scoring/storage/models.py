@@ -13,12 +13,12 @@ Scoring refuses a newest version whose check failed rather than quietly using an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from batch_scoring.lib.model import TrainedModel
 from batch_scoring.storage.delta import DeltaTables
 
 REGISTRY_SCHEMA = T.StructType(
@@ -32,16 +32,6 @@ REGISTRY_SCHEMA = T.StructType(
 
 class ModelNotUsable(RuntimeError):
     """There is no trained model to score with, or the newest one failed its check, or it cannot be loaded."""
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    pipeline: PipelineModel
-    manifest: dict
-
-    @property
-    def version(self) -> str:
-        return self.manifest["version"]
 
 
 class ModelStore:

@@ -3,8 +3,9 @@
 import dagster as dg
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import COLUMN_SCHEMA_KEY, column_schema
+from batch_scoring.defs.metadata import column_schema
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY
 
 TABLE_KINDS = {"spark", "delta"}
 

@@ -1,13 +1,15 @@
 """The daily feature table: the same feature function feeds training and scoring."""
 
+from datetime import date
+
 import dagster as dg
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.common import table_asset_args
-from batch_scoring.defs.metadata import days_without_rows
-from batch_scoring.defs.partitions import MissingDays, day_span, lookback
-from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS, build_features
+from batch_scoring.defs.metadata import step_results
+from batch_scoring.defs.partitions import MissingDays, lookback
+from batch_scoring.lib import steps
+from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS
 
 
 @dg.asset(
@@ -28,17 +30,8 @@ def features(
     raw_errors: DataFrame,
     raw_maintenance: DataFrame,
     raw_machines: DataFrame,
-) -> dg.Output[DataFrame]:
-    window = context.partition_time_window
-    first, end = window.start.date(), window.end.date()
-    rows = build_features(raw_telemetry, raw_errors, raw_maintenance, raw_machines, first, end).persist(
-        StorageLevel.MEMORY_AND_DISK
+):
+    days = [date.fromisoformat(key) for key in context.partition_keys]
+    yield from step_results(
+        context, lambda: steps.features(raw_telemetry, raw_errors, raw_maintenance, raw_machines, days)
     )
-    if rows.isEmpty():
-        raise dg.Failure(
-            description=(
-                f"No features for {day_span(context.partition_keys)}: no machine has telemetry in those days. "
-                "Materialize raw_telemetry for them first, or check the input files cover them."
-            )
-        )
-    return dg.Output(rows, metadata={"days_without_rows": days_without_rows(rows, context.partition_keys)})

@@ -5,28 +5,17 @@ from datetime import date
 
 import dagster as dg
 from pydantic import Field
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.common import table_spec
-from batch_scoring.defs.metadata import days_without_rows, records_table
-from batch_scoring.defs.partitions import REPLACED_PARTITIONS_KEY, SPARK_BACKFILL_POLICY, day_span
+from batch_scoring.defs.metadata import step_results
+from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY
 from batch_scoring.defs.resources import InputFiles, SparkResource
-from batch_scoring.lib.ingest import IngestCounts, SourceFile, check_files, count_outcomes, kept_rows, quarantined_rows
-from batch_scoring.lib.tables import (
-    ERRORS,
-    FAILURES,
-    MACHINES,
-    MAINTENANCE,
-    QUARANTINE_SCHEMA,
-    TELEMETRY,
-    UNDATED,
-    SourceTable,
-)
+from batch_scoring.lib import steps
+from batch_scoring.lib.steps import QUARANTINE_CHECK, quarantine_table
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY, SourceTable
 
 GROUP = "raw"
-QUARANTINE_COUNTS_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("reason", "string"), dg.TableColumn("rows", "int")])
-QUARANTINE_CHECK = "quarantined_share_within_limit"
 
 
 class IngestConfig(dg.Config):
@@ -43,51 +32,7 @@ class IngestConfig(dg.Config):
 
 def quarantine_key(table: SourceTable) -> dg.AssetKey:
     """A table's quarantine asset, stored at `<warehouse>/quarantine/<raw asset>/`."""
-    return dg.AssetKey(["quarantine", table.asset])
-
-
-def _days_read(context: dg.AssetExecutionContext, table: SourceTable) -> list[date] | None:
-    return [date.fromisoformat(key) for key in context.partition_keys] if table.daily_partitioned else None
-
-
-def _quarantine_output(context: dg.AssetExecutionContext, table: SourceTable, checked: DataFrame, sources) -> dg.Output:
-    """The rejected rows. A daily table's quarantine replaces the run's days, and the undated rows of the
-    bulk file when the run read it (each run reading it finds the same ones)."""
-    metadata = {}
-    if table.daily_partitioned:
-        reads_bulk_file = any(source.day is None for source in sources)
-        replaced = [*context.partition_keys, *([UNDATED] if reads_bulk_file else [])]
-        metadata[REPLACED_PARTITIONS_KEY] = dg.MetadataValue.json(replaced)
-    return dg.Output(quarantined_rows(checked), output_name=_output_name(quarantine_key(table)), metadata=metadata)
-
-
-def _ingest_metadata(sources: list[SourceFile], counts: IngestCounts) -> dict[str, dg.MetadataValue]:
-    return {
-        "source_files": dg.MetadataValue.json([str(source.path) for source in sources]),
-        "rows_read": dg.MetadataValue.int(counts.read),
-        "rows_kept": dg.MetadataValue.int(counts.kept),
-        "rows_quarantined": dg.MetadataValue.int(counts.quarantined),
-        "quarantined_by_reason": records_table(
-            [{"reason": r, "rows": n} for r, n in counts.quarantined_by_reason.items()], QUARANTINE_COUNTS_SCHEMA
-        ),
-    }
-
-
-def _quarantine_check(table: SourceTable, counts: IngestCounts, config: IngestConfig) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=QUARANTINE_CHECK,
-        asset_key=table.asset,
-        passed=counts.quarantined_share <= config.max_quarantined_share,
-        metadata={
-            "quarantined_share": dg.MetadataValue.float(round(counts.quarantined_share, 6)),
-            "max_quarantined_share": dg.MetadataValue.float(config.max_quarantined_share),
-            "rows_quarantined": dg.MetadataValue.int(counts.quarantined),
-        },
-        description=(
-            f"{counts.quarantined} of {counts.read} {table.name} rows quarantined ({counts.quarantined_share:.2%}; "
-            f"limit {config.max_quarantined_share:.2%}); reasons and lines in {quarantine_key(table).to_user_string()}"
-        ),
-    )
+    return dg.AssetKey.from_user_string(quarantine_table(table))
 
 
 def ingest_table(
@@ -98,35 +43,16 @@ def ingest_table(
     input_files: InputFiles,
     known_machine_ids: DataFrame | None,
 ) -> Iterator[dg.Output[DataFrame] | dg.AssetCheckResult]:
-    """Read one input table: yield its quarantined rows, its kept rows and the quarantine check.
-
-    A daily-partitioned table keeps the rows dated in the run's partitions (one run can cover a range)."""
-    days = _days_read(context, table)
+    """Read one input table: its quarantined rows, its kept rows and the quarantine check. A daily table
+    keeps the rows dated in the run's partitions (one run can cover a range)."""
+    days = [date.fromisoformat(key) for key in context.partition_keys] if table.daily_partitioned else None
     sources = input_files.sources(table, days)
-    dates = (days[0], context.partition_time_window.end.date()) if days else None
-    checked = check_files(spark.spark_session, table, sources, known_machine_ids, dates)
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
-    counts = count_outcomes(checked)
-    yield _quarantine_output(context, table, checked, sources)
-    metadata = _ingest_metadata(sources, counts)
-    if days and counts.kept == 0:
-        raise dg.Failure(
-            description=(
-                f"No {table.name} rows dated {day_span(days)} in "
-                f"{', '.join(str(source.path) for source in sources)}: "
-                f"{counts.quarantined} rows of those days or undated were quarantined; nothing to ingest"
-            ),
-            metadata=metadata,
-        )
-    kept = kept_rows(checked, table)
-    if days:
-        metadata["days_without_rows"] = days_without_rows(kept, context.partition_keys)
-    yield dg.Output(kept, output_name=table.asset, metadata=metadata)
-    yield _quarantine_check(table, counts, config)
-
-
-def _output_name(key: dg.AssetKey) -> str:
-    return key.to_python_identifier()
+    yield from step_results(
+        context,
+        lambda: steps.ingest(
+            spark.spark_session, table, sources, days, known_machine_ids, config.max_quarantined_share
+        ),
+    )
 
 
 def _raw_asset_args(table: SourceTable, description: str, reads_machines: bool) -> dict[str, object]:

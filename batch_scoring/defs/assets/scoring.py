@@ -4,34 +4,18 @@ import datetime as dt
 
 import dagster as dg
 from pydantic import Field
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from batch_scoring.defs.assets.common import table_asset_args, table_spec
-from batch_scoring.defs.metadata import COLUMN_SCHEMA_KEY, column_schema, preview
-from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, day_span, lookback
-from batch_scoring.lib.scoring import (
-    PREDICTIONS_SCHEMA,
-    WORKLIST_SCHEMA,
-    failure_shares,
-    invalid_probability_rows,
-    prediction_counts_per_day,
-    score,
-    share_drifts,
-)
-from batch_scoring.lib.scoring import worklist as build_worklist
-from batch_scoring.storage.models import TrainedModel
+from batch_scoring.defs.metadata import column_schema, step_results
+from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
+from batch_scoring.lib import steps
+from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, MAX_FAILURE_SHARE_CHANGE
 
 GROUP = "scoring"
-MAX_FAILURE_SHARE_CHANGE = 0.10  # a warning when a day's predicted-failure share moves further than this
-TRAILING_DAYS = 7
-TOP_WORKLIST_ROWS = 10
 WORKLIST_FILES_KEY = "worklist_files"  # the IO manager writing the worklist's CSV files
-
-
-def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
-    return [dt.date.fromisoformat(key) for key in context.partition_keys]
 
 
 @dg.asset(
@@ -76,64 +60,8 @@ def daily_predictions(
     failure_model: TrainedModel,
     trailing_predictions: DataFrame,
 ):
-    days = _days(context)
-    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    rows = score(failure_model.pipeline, features, failure_model.version, scored_at).persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
-    per_day = prediction_counts_per_day(rows, features)
-    if not any(day["predictions"] for day in per_day):
-        raise dg.Failure(
-            description=f"Nothing to score for {day_span(days)}: features has no rows for those days. "
-            "Materialize raw_telemetry and features for them first."
-        )
-    # the run's own days win over what an earlier run stored for them
-    shares = {**failure_shares(trailing_predictions.where(F.col("date") < F.lit(days[0]))), **failure_shares(rows)}
-    yield dg.Output(
-        rows,
-        metadata={
-            "model_version": failure_model.version,
-            "scored_at": scored_at.isoformat(sep=" "),
-            "predicted_failure_share": dg.MetadataValue.json(
-                {day.isoformat(): round(shares[day], 4) for day in days if day in shares}
-            ),
-        },
-    )
-    yield _one_row_per_active_machine(per_day)
-    invalid = invalid_probability_rows(rows)
-    yield dg.AssetCheckResult(check_name="probabilities_valid", passed=invalid == 0, metadata={"invalid_rows": invalid})
-    yield _failure_share_stable(shares, days)
-
-
-def _one_row_per_active_machine(per_day: list[dict]) -> dg.AssetCheckResult:
-    unsound_days = [
-        {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in day.items()}
-        for day in per_day
-        if not day["predictions"] == day["machines_predicted"] == day["active_machines"]
-    ]
-    return dg.AssetCheckResult(
-        check_name="one_row_per_active_machine",
-        passed=not unsound_days,
-        metadata={"days_checked": len(per_day), "unsound_days": dg.MetadataValue.json(unsound_days)},
-    )
-
-
-def _failure_share_stable(shares: dict[dt.date, float], days: list[dt.date]) -> dg.AssetCheckResult:
-    """Each day's predicted-failure share against the mean of the week before; the days of that week
-    that were never scored are named, not guessed."""
-    drifts = share_drifts(shares, days, MAX_FAILURE_SHARE_CHANGE)
-    earlier_days = [days[0] - dt.timedelta(days=n) for n in range(TRAILING_DAYS, 0, -1)]
-    return dg.AssetCheckResult(
-        check_name="failure_share_stable",
-        passed=not drifts,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "days_outside": dg.MetadataValue.json(drifts),
-            "trailing_days_not_scored": dg.MetadataValue.json(
-                [day.isoformat() for day in earlier_days if day not in shares]
-            ),
-        },
-    )
+    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    yield from step_results(context, lambda: steps.predictions(features, failure_model, trailing_predictions, days))
 
 
 class WorklistConfig(dg.Config):
@@ -169,18 +97,7 @@ class WorklistConfig(dg.Config):
     backfill_policy=SPARK_BACKFILL_POLICY,
 )
 def maintenance_worklist(context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame):
-    rows = build_worklist(daily_predictions, config.min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = {row["date"].isoformat(): row["count"] for row in rows.groupBy("date").count().collect()}
-    last_day = context.partition_keys[-1]
-    yield dg.Output(
-        rows,
-        output_name="maintenance_worklist",
-        metadata={
-            "min_failure_probability": dg.MetadataValue.float(config.min_failure_probability),
-            "machines_listed": dg.MetadataValue.json({day: counts.get(day, 0) for day in context.partition_keys}),
-            "most_urgent": preview(
-                rows.where(F.col("date") == F.lit(dt.date.fromisoformat(last_day))).orderBy("rank"), TOP_WORKLIST_ROWS
-            ),
-        },
+    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    yield from step_results(
+        context, lambda: steps.maintenance_worklist(daily_predictions, days, config.min_failure_probability)
     )
-    yield dg.Output(rows, output_name="maintenance_worklist_csv")

@@ -1,0 +1,442 @@
+"""Each asset's work as one function of its inputs: the tables it makes, what is said of them and its checks'
+verdicts, in plain values. The Dagster assets turn an outcome into outputs, metadata and check results; the
+Databricks task writes the same outcome and reports it through Pipes. No Dagster and no storage here: inputs
+come in as DataFrames, outputs go out as DataFrames (or a trained model)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from batch_scoring.lib.features import CLASSES, FEATURES_SCHEMA, build_features
+from batch_scoring.lib.ingest import SourceFile, check_files, count_outcomes, kept_rows, quarantined_rows
+from batch_scoring.lib.model import (
+    Evaluation,
+    ForestParams,
+    TrainedModel,
+    TrainingError,
+    feature_importances,
+    train_and_evaluate,
+)
+from batch_scoring.lib.scoring import (
+    PREDICTIONS_SCHEMA,
+    TRAILING_DAYS,
+    WORKLIST_SCHEMA,
+    failure_shares,
+    invalid_probability_rows,
+    prediction_counts_per_day,
+    score,
+    share_drifts,
+    worklist,
+)
+from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceTable
+
+COLUMN_SCHEMA_KEY = "dagster/column_schema"  # the metadata names Dagster shows as a table's columns and size
+ROW_COUNT_KEY = "dagster/row_count"
+PREVIEW_ROWS = 5
+TOP_FEATURES = 15
+TOP_WORKLIST_ROWS = 10
+MAX_FAILURE_SHARE_CHANGE = 0.10  # a warning when a day's predicted-failure share moves further than this
+# an output's metadata: the partition values a write replaces, when they are more than the run's days
+REPLACED_PARTITIONS_KEY = "partitions_replaced"
+QUARANTINE_CHECK = "quarantined_share_within_limit"
+MODEL_CHECK = "usable_for_scoring"
+
+
+@dataclass(frozen=True)
+class Records:
+    """A small table in metadata: a few rows of plain values, and its columns' names and types."""
+
+    rows: list[dict]
+    columns: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A file or folder, in metadata."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Produced:
+    """A table (or model) a step makes, with what is said of it. `stored_as` says how it is kept: a Delta
+    table with `schema` (daily ones replace `days`), the model store, or one CSV file per day."""
+
+    asset: str
+    value: DataFrame | TrainedModel
+    metadata: dict[str, object] = field(default_factory=dict)
+    schema: T.StructType | None = None
+    stored_as: str = "delta"  # "delta", "model" or "csv"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    name: str
+    passed: bool
+    metadata: dict[str, object]
+    description: str | None = None
+    warn_only: bool = False
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What a step made, upstream first, and its checks' verdicts."""
+
+    produced: list[Produced]
+    checks: list[CheckOutcome] = field(default_factory=list)
+
+
+class StepFailed(RuntimeError):
+    """The step cannot make its tables from these inputs; the message says why and what to do."""
+
+    def __init__(self, message: str, metadata: dict[str, object] | None = None):
+        super().__init__(message)
+        self.metadata = metadata or {}
+
+
+def day_span(days: list) -> str:
+    """Days as people write them: `2015-02-01`, or `2015-02-01 .. 2015-02-07`."""
+    return str(days[0]) if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+
+
+def gaps_message(reader: str, table: str, days: list[str], gaps: list[str]) -> str:
+    """Why a step cannot read a lookback with holes: they would thin the windows reaching over them."""
+    return (
+        f"{reader} reads {table} for {day_span(days)}, but {table} has no rows for {', '.join(gaps)}: "
+        f"materialize {table} for those days first (a backfill of the range does)."
+    )
+
+
+def _plain(value: object) -> object:
+    """A value a metadata table holds: str, int, float, bool or None."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def records(rows: list[dict], columns: list[tuple[str, str]]) -> Records:
+    return Records([{key: _plain(value) for key, value in row.items()} for row in rows], columns)
+
+
+def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> Records:
+    """The first rows of a DataFrame; `limit` keeps the collected rows bounded."""
+    columns = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    return records([row.asDict() for row in df.limit(rows).collect()], columns)
+
+
+def table_summary(df: DataFrame) -> dict[str, object]:
+    """Row count, time range, machines, schema and a preview of a table, from one aggregation."""
+    aggregates = [F.count(F.lit(1)).alias("rows")]
+    if "datetime" in df.columns:
+        aggregates += [F.min("datetime").alias("first"), F.max("datetime").alias("last")]
+    if "machine_id" in df.columns:
+        aggregates.append(F.count_distinct("machine_id").alias("machines"))
+    summary = df.agg(*aggregates).first().asDict()
+    metadata: dict[str, object] = {ROW_COUNT_KEY: summary["rows"], COLUMN_SCHEMA_KEY: df.schema}
+    metadata["preview"] = preview(df)
+    if "machines" in summary:
+        metadata["machines"] = summary["machines"]
+    if "first" in summary:
+        metadata["first_timestamp"] = str(summary["first"])
+        metadata["last_timestamp"] = str(summary["last"])
+    return metadata
+
+
+def days_without_rows(df: DataFrame, days: list[date]) -> list[str]:
+    """The days of a run that got no rows (distinct days only are collected)."""
+    present = {row["date"] for row in df.select("date").distinct().collect()}
+    return [day.isoformat() for day in days if day not in present]
+
+
+def quarantine_table(table: SourceTable) -> str:
+    """A raw table's quarantine: `quarantine/<raw asset>`."""
+    return f"quarantine/{table.asset}"
+
+
+# ---- raw tables
+
+
+def ingest(
+    spark: SparkSession,
+    table: SourceTable,
+    sources: list[SourceFile],
+    days: list[date] | None,
+    known_machine_ids: DataFrame | None,
+    max_quarantined_share: float,
+) -> StepOutcome:
+    """Read one input table's files: its kept rows, its quarantined rows and the quarantine check. A daily
+    table keeps the rows dated in `days`; its quarantine replaces those days, and the undated rows of the
+    bulk file when the step read it (each step reading it finds the same ones)."""
+    dates = (days[0], days[-1] + timedelta(days=1)) if days else None
+    checked = check_files(spark, table, sources, known_machine_ids, dates).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = count_outcomes(checked)
+    metadata: dict[str, object] = {
+        "source_files": [str(source.path) for source in sources],
+        "rows_read": counts.read,
+        "rows_kept": counts.kept,
+        "rows_quarantined": counts.quarantined,
+        "quarantined_by_reason": records(
+            [{"reason": r, "rows": n} for r, n in counts.quarantined_by_reason.items()],
+            [("reason", "string"), ("rows", "int")],
+        ),
+    }
+    if days and counts.kept == 0:
+        raise StepFailed(
+            f"No {table.name} rows dated {day_span(days)} in {', '.join(str(source.path) for source in sources)}: "
+            f"{counts.quarantined} rows of those days or undated were quarantined; nothing to ingest",
+            metadata,
+        )
+    kept = kept_rows(checked, table)
+    quarantine_metadata = {}
+    if days:
+        metadata["days_without_rows"] = days_without_rows(kept, days)
+        reads_bulk_file = any(source.day is None for source in sources)
+        replaced = [day.isoformat() for day in days] + ([UNDATED] if reads_bulk_file else [])
+        quarantine_metadata[REPLACED_PARTITIONS_KEY] = replaced
+    share = counts.quarantined_share
+    check = CheckOutcome(
+        asset=table.asset,
+        name=QUARANTINE_CHECK,
+        passed=share <= max_quarantined_share,
+        metadata={
+            "quarantined_share": round(share, 6),
+            "max_quarantined_share": float(max_quarantined_share),
+            "rows_quarantined": counts.quarantined,
+        },
+        description=(
+            f"{counts.quarantined} of {counts.read} {table.name} rows quarantined ({share:.2%}; "
+            f"limit {max_quarantined_share:.2%}); reasons and lines in {quarantine_table(table)}"
+        ),
+    )
+    return StepOutcome(
+        [
+            Produced(quarantine_table(table), quarantined_rows(checked), quarantine_metadata, QUARANTINE_SCHEMA),
+            Produced(table.asset, kept, metadata, table.schema),
+        ],
+        [check],
+    )
+
+
+# ---- features
+
+
+def features(
+    telemetry: DataFrame, errors: DataFrame, maintenance: DataFrame, machines: DataFrame, days: list[date]
+) -> StepOutcome:
+    """The feature rows of `days` (telemetry covering each day's lookback)."""
+    rows = build_features(telemetry, errors, maintenance, machines, days[0], days[-1] + timedelta(days=1))
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    if rows.isEmpty():
+        raise StepFailed(
+            f"No features for {day_span(days)}: no machine has telemetry in those days. "
+            "Materialize raw_telemetry for them first, or check the input files cover them."
+        )
+    return StepOutcome(
+        [Produced("features", rows, {"days_without_rows": days_without_rows(rows, days)}, FEATURES_SCHEMA)]
+    )
+
+
+# ---- the model
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The training window (None: from the first / to the last labelled features day), the hold-out length,
+    the forest and the minimum hold-out macro F1 of a usable model."""
+
+    first_day: date | None
+    last_day: date | None
+    holdout_days: int
+    forest: ForestParams
+    min_macro_f1: float
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> TrainingSettings:
+        """From failure_model's run config, defaults filled in (its fields are named as here and in ForestParams)."""
+        return cls(
+            first_day=date.fromisoformat(config["first_day"]) if config.get("first_day") else None,
+            last_day=date.fromisoformat(config["last_day"]) if config.get("last_day") else None,
+            holdout_days=int(config["holdout_days"]),
+            forest=ForestParams(
+                int(config["num_trees"]),
+                int(config["max_depth"]),
+                int(config["min_instances_per_node"]),
+                int(config["seed"]),
+            ),
+            min_macro_f1=float(config["min_macro_f1"]),
+        )
+
+
+def _metrics_rows(report: dict, baseline: dict) -> list[dict]:
+    return [
+        {
+            "class": name,
+            **{key: round(value, 4) for key, value in report["per_class"][name].items()},
+            "baseline_f1": round(baseline["per_class"][name]["f1"], 4),
+        }
+        for name in CLASSES
+    ]
+
+
+def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
+    report, baseline = evaluation.report, evaluation.baseline_report
+    importances = feature_importances(evaluation.pipeline)[:TOP_FEATURES]
+    confusion = evaluation.confusion
+    return {
+        "version": version,
+        "training_days": f"{evaluation.trained_on[0]} .. {evaluation.trained_on[1]}",
+        "holdout_days": f"{evaluation.held_out[0]} .. {evaluation.held_out[1]}",
+        "train_rows": sum(evaluation.train_label_counts.values()),
+        "train_label_counts": evaluation.train_label_counts,
+        "holdout_rows": evaluation.holdout_rows,
+        "macro_f1": round(report["macro_f1"], 4),
+        "baseline_macro_f1": round(baseline["macro_f1"], 4),
+        "accuracy": round(report["accuracy"], 4),
+        "holdout_metrics": records(
+            _metrics_rows(report, baseline),
+            [("class", "string"), *[(m, "float") for m in ("precision", "recall", "f1")], ("support", "int")]
+            + [("baseline_f1", "float")],
+        ),
+        "confusion_matrix": records(
+            [{"true_class": t, **{f"predicted_{p}": confusion.get((t, p), 0) for p in CLASSES}} for t in CLASSES],
+            [("true_class", "string"), *[(f"predicted_{c}", "int") for c in CLASSES]],
+        ),
+        "feature_importances": records(
+            [{"feature": name, "importance": round(value, 4)} for name, value in importances],
+            [("feature", "string"), ("importance", "float")],
+        ),
+    }
+
+
+def train(features: DataFrame, failures: DataFrame, settings: TrainingSettings, run_id: str) -> StepOutcome:
+    """Train and evaluate a new model version; its check says whether scoring may use it."""
+    try:
+        evaluation = train_and_evaluate(
+            features, failures, settings.first_day, settings.last_day, settings.holdout_days, settings.forest
+        )
+    except TrainingError as error:
+        raise StepFailed(str(error)) from error
+    macro_f1, baseline_f1 = evaluation.report["macro_f1"], evaluation.baseline_report["macro_f1"]
+    passed = macro_f1 >= settings.min_macro_f1 and macro_f1 > baseline_f1
+    reason = (
+        f"hold-out macro F1 {macro_f1:.3f} (minimum {settings.min_macro_f1}, majority-class baseline {baseline_f1:.3f})"
+    )
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + run_id[:8]
+    manifest = {
+        "version": version,
+        "run_id": run_id,
+        "trained_on": [str(day) for day in evaluation.trained_on],
+        "held_out": [str(day) for day in evaluation.held_out],
+        "params": settings.forest.__dict__,
+        "macro_f1": macro_f1,
+        "baseline_macro_f1": baseline_f1,
+        "check": {"passed": passed, "reason": reason},
+    }
+    check = CheckOutcome(
+        asset="failure_model",
+        name=MODEL_CHECK,
+        passed=passed,
+        description=("Usable: " if passed else "Not used for scoring: ") + reason,
+        metadata={
+            "macro_f1": round(macro_f1, 4),
+            "baseline_macro_f1": round(baseline_f1, 4),
+            "min_macro_f1": float(settings.min_macro_f1),
+            "version": version,
+        },
+    )
+    model = TrainedModel(evaluation.pipeline, manifest)
+    return StepOutcome(
+        [Produced("failure_model", model, _model_metadata(evaluation, version), stored_as="model")], [check]
+    )
+
+
+# ---- scoring
+
+
+def _one_row_per_active_machine(per_day: list[dict]) -> CheckOutcome:
+    unsound_days = [
+        {k: _plain(v) for k, v in day.items()}
+        for day in per_day
+        if not day["predictions"] == day["machines_predicted"] == day["active_machines"]
+    ]
+    return CheckOutcome(
+        "daily_predictions",
+        "one_row_per_active_machine",
+        passed=not unsound_days,
+        metadata={"days_checked": len(per_day), "unsound_days": unsound_days},
+    )
+
+
+def _failure_share_stable(shares: dict[date, float], days: list[date]) -> CheckOutcome:
+    """Each day's predicted-failure share against the mean of the week before; the days of that week
+    that were never scored are named, not guessed."""
+    drifts = share_drifts(shares, days, MAX_FAILURE_SHARE_CHANGE)
+    earlier_days = [days[0] - timedelta(days=n) for n in range(TRAILING_DAYS, 0, -1)]
+    return CheckOutcome(
+        "daily_predictions",
+        "failure_share_stable",
+        passed=not drifts,
+        warn_only=True,
+        metadata={
+            "days_outside": drifts,
+            "trailing_days_not_scored": [day.isoformat() for day in earlier_days if day not in shares],
+        },
+    )
+
+
+def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, days: list[date]) -> StepOutcome:
+    """Score the feature rows of `days` with `model`; check one row per active machine, valid probabilities,
+    and each day's predicted-failure share against the `trailing` week of earlier predictions."""
+    scored_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    rows = score(model.pipeline, features, model.version, scored_at).persist(StorageLevel.MEMORY_AND_DISK)
+    per_day = prediction_counts_per_day(rows, features)
+    if not any(day["predictions"] for day in per_day):
+        raise StepFailed(
+            f"Nothing to score for {day_span(days)}: features has no rows for those days. "
+            "Materialize raw_telemetry and features for them first."
+        )
+    # the run's own days win over what an earlier run stored for them
+    shares = {**failure_shares(trailing.where(F.col("date") < F.lit(days[0]))), **failure_shares(rows)}
+    metadata = {
+        "model_version": model.version,
+        "scored_at": scored_at.isoformat(sep=" "),
+        "predicted_failure_share": {day.isoformat(): round(shares[day], 4) for day in days if day in shares},
+    }
+    invalid = invalid_probability_rows(rows)
+    checks = [
+        _one_row_per_active_machine(per_day),
+        CheckOutcome("daily_predictions", "probabilities_valid", invalid == 0, {"invalid_rows": invalid}),
+        _failure_share_stable(shares, days),
+    ]
+    return StepOutcome([Produced("daily_predictions", rows, metadata, PREDICTIONS_SCHEMA)], checks)
+
+
+def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_probability: float) -> StepOutcome:
+    """The crews' list for `days`, as a table and as one CSV file per day."""
+    rows = worklist(predictions, min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {row["date"]: row["count"] for row in rows.groupBy("date").count().collect()}  # a row per day
+    metadata = {
+        "min_failure_probability": float(min_failure_probability),
+        "machines_listed": {day.isoformat(): counts.get(day, 0) for day in days},
+        "most_urgent": preview(rows.where(F.col("date") == F.lit(days[-1])).orderBy("rank"), TOP_WORKLIST_ROWS),
+    }
+    return StepOutcome(
+        [
+            Produced("maintenance_worklist", rows, metadata, WORKLIST_SCHEMA),
+            Produced("maintenance_worklist_csv", rows, schema=WORKLIST_SCHEMA, stored_as="csv"),
+        ]
+    )
