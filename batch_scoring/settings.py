@@ -16,14 +16,27 @@ ENGINE_ENV = "BATCH_SCORING_ENGINE"
 DATABRICKS_HOST_ENV = "DATABRICKS_HOST"
 DATABRICKS_TOKEN_ENV = "DATABRICKS_TOKEN"
 DATABRICKS_WHEEL_ENV = "BATCH_SCORING_DATABRICKS_WHEEL"
+DATABRICKS_COMPUTE_ENV = "BATCH_SCORING_DATABRICKS_COMPUTE"
 DATABRICKS_CLUSTER_ENV = "BATCH_SCORING_DATABRICKS_CLUSTER"
-DBFS_MOUNT_ENV = "BATCH_SCORING_DBFS_MOUNT"
+DATABRICKS_CLUSTER_ID_ENV = "BATCH_SCORING_DATABRICKS_CLUSTER_ID"
+DATABRICKS_VOLUME_ENV = "BATCH_SCORING_DATABRICKS_VOLUME"
+DATABRICKS_POLL_ENV = "BATCH_SCORING_DATABRICKS_POLL_SECONDS"
+WORKSPACE_MOUNT_ENV = "BATCH_SCORING_WORKSPACE_MOUNT"
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set by Databricks on every cluster
 
 DEFAULT_INPUT_DIR = "data/input"
 DEFAULT_WAREHOUSE_DIR = "data/warehouse"
-DEFAULT_DBFS_MOUNT = "/dbfs"  # where Databricks mounts DBFS on a cluster's driver
+DEFAULT_WORKSPACE_MOUNT = "/"  # a cluster's driver sees DBFS at /dbfs and Unity Catalog volumes at /Volumes
+DEFAULT_DATABRICKS_POLL_SECONDS = "10"
 ENGINES = ("spark", "databricks")
+# Where a Databricks run computes, and the setting each way needs: a new job cluster for the run (its
+# new_cluster JSON), an all-purpose cluster that is already running (its id), or serverless compute (a
+# Unity Catalog volume for the run's Pipes files, since serverless has no DBFS root).
+DATABRICKS_COMPUTE_NEEDS = {
+    "job_cluster": DATABRICKS_CLUSTER_ENV,
+    "existing_cluster": DATABRICKS_CLUSTER_ID_ENV,
+    "serverless": DATABRICKS_VOLUME_ENV,
+}
 
 # The Spark session's defaults, for a session this project builds (a platform's own session, such as
 # Databricks', keeps its own). BATCH_SCORING_SPARK_MASTER and BATCH_SCORING_SPARK_CONF win over them.
@@ -89,10 +102,51 @@ def parse_cluster_spec(text: str, source: str) -> dict:
     return spec
 
 
-def databricks_settings_missing() -> list[str]:
-    """The variables Databricks mode needs that are not set."""
-    return [name for name in (DATABRICKS_WHEEL_ENV, DATABRICKS_CLUSTER_ENV) if not os.environ.get(name)]
+def databricks_compute() -> str:
+    value = from_env(DATABRICKS_COMPUTE_ENV, "job_cluster")
+    if value not in DATABRICKS_COMPUTE_NEEDS:
+        raise ValueError(
+            f"{DATABRICKS_COMPUTE_ENV} is {value!r}: it must be one of {', '.join(DATABRICKS_COMPUTE_NEEDS)}"
+        )
+    return value
 
 
-def dbfs_mount() -> str:
-    return from_env(DBFS_MOUNT_ENV, DEFAULT_DBFS_MOUNT)
+def check_databricks_settings() -> str:
+    """The compute of Databricks mode, once every setting it needs is set and well formed (else an error
+    naming what to set), so a code location fails when it loads rather than when a run starts."""
+    compute = databricks_compute()
+    # host and token are read when a run starts (EnvVars), where the runs are: not needed to load the code
+    needed = (DATABRICKS_WHEEL_ENV, DATABRICKS_COMPUTE_NEEDS[compute])
+    missing = [name for name in needed if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"{ENGINE_ENV}=databricks with {DATABRICKS_COMPUTE_ENV}={compute} needs {' and '.join(missing)} "
+            "(see the README, Databricks)"
+        )
+    if compute == "job_cluster":
+        parse_cluster_spec(os.environ[DATABRICKS_CLUSTER_ENV], DATABRICKS_CLUSTER_ENV)
+    if compute == "serverless" and not os.environ[DATABRICKS_VOLUME_ENV].startswith("/Volumes/"):
+        raise ValueError(
+            f"{DATABRICKS_VOLUME_ENV} must be a Unity Catalog volume path, /Volumes/<catalog>/<schema>/<volume>"
+        )
+    poll = from_env(DATABRICKS_POLL_ENV, DEFAULT_DATABRICKS_POLL_SECONDS)
+    try:
+        if float(poll) <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{DATABRICKS_POLL_ENV} must be a number of seconds above 0, not {poll!r}") from None
+    return compute
+
+
+def databricks_poll_seconds() -> float:
+    return float(from_env(DATABRICKS_POLL_ENV, DEFAULT_DATABRICKS_POLL_SECONDS))
+
+
+def workspace_path(path: str) -> str:
+    """Where a workspace path (a DBFS path, `dbfs:/...` or `/tmp/...`, or a volume path `/Volumes/...`) is on a
+    cluster's driver: under BATCH_SCORING_WORKSPACE_MOUNT (`/`: `/dbfs/...` and `/Volumes/...`, as Databricks
+    mounts them)."""
+    mount = from_env(WORKSPACE_MOUNT_ENV, DEFAULT_WORKSPACE_MOUNT)
+    if path.startswith("/Volumes/"):
+        return os.path.join(mount, path.lstrip("/"))
+    return os.path.join(mount, "dbfs", path.removeprefix("dbfs:").lstrip("/"))

@@ -1,11 +1,17 @@
-"""A local stand-in for the Databricks REST endpoints that dagster-databricks' PipesDatabricksClient calls.
+"""A local stand-in for the Databricks REST endpoints that dagster-databricks' Pipes clients call.
 
-It answers Jobs `runs/submit`, `runs/get`, `runs/cancel` and DBFS `mkdirs`, `put`, `get-status`,
-`read`, `delete` in the shapes of the recorded examples in `databricks_contract/` (taken from the
-Databricks REST API reference), and refuses requests with fields those examples do not have. A
-submitted `python_wheel_task` really runs: the double installs the task's wheel library into a
-folder of its own (as a cluster installs a library), looks the entry point up in the wheel's
-metadata, and starts it with the cluster's `spark_env_vars`, DBFS mounted from a local folder.
+It answers Jobs `runs/submit`, `runs/get`, `runs/cancel`, DBFS `mkdirs`, `put`, `get-status`, `read`,
+`delete` and the Files API (`fs/files`, `fs/directories`: Unity Catalog volumes) in the shapes of the
+recorded examples in `databricks_contract/` (taken from the Databricks REST API reference), and refuses
+requests with fields those examples do not have. A submitted `python_wheel_task` really runs, on the
+compute its task names:
+- `new_cluster`: a new job cluster for the run (counted in `clusters_started`), the task's wheel library
+  installed into the run's own folder, the cluster's `spark_env_vars` in its environment;
+- `existing_cluster_id`: one of the double's running all-purpose clusters, whose libraries stay installed
+  from run to run;
+- `environment_key`: serverless compute with the run's `environments` entry's dependencies installed.
+The entry point is looked up in the wheel's metadata and started with the task's parameters, DBFS and
+volumes mounted from local folders (BATCH_SCORING_WORKSPACE_MOUNT, as /dbfs and /Volumes on a driver).
 """
 
 from __future__ import annotations
@@ -21,11 +27,11 @@ import threading
 from configparser import ConfigParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 CONTRACT_DIR = Path(__file__).parent / "databricks_contract"
 MAX_PUT_BYTES = 1024 * 1024  # DBFS put takes at most 1 MB of contents
-ABSENT_ON_CLUSTER = ("dagster_databricks", "dagster_webserver", "dagster_pyspark")
+ABSENT_ON_CLUSTER = ("dagster", "dagster_databricks", "dagster_webserver", "dagster_pyspark")
 ANY_KEY = "*"  # in a recorded example: a free-form map, any key allowed
 
 
@@ -92,15 +98,19 @@ class TaskRun:
 class DatabricksDouble:
     """Serve on a free loopback port; `url` is the workspace host to give the client."""
 
-    def __init__(self, root: Path, token: str, task_env: dict[str, str]):
+    def __init__(self, root: Path, token: str, task_env: dict[str, str], running_clusters: tuple[str, ...] = ()):
         self.root = Path(root)
         self.dbfs = self.root / "dbfs"  # the DBFS root, mounted for tasks as /dbfs is on a cluster
+        self.volumes = self.root / "Volumes"  # Unity Catalog volumes, mounted as /Volumes
         self.dbfs.mkdir(parents=True, exist_ok=True)
+        self.volumes.mkdir(exist_ok=True)
         self.token = token
         self.task_env = task_env
+        self.running_clusters = running_clusters  # ids of all-purpose clusters that are up
         self.contract = load_contract()
         self.requests: list[dict] = []  # every request: endpoint, query, body, response status
         self.runs: dict[int, TaskRun] = {}
+        self.clusters_started: list[int] = []  # the runs that started a new job cluster
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -126,47 +136,94 @@ class DatabricksDouble:
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Path {path} is outside DBFS")
         return local
 
+    def volume_path(self, path: str) -> Path:
+        """The local file of a Unity Catalog volume path (/Volumes/<catalog>/<schema>/<volume>/...)."""
+        local = (self.root / path.lstrip("/")).resolve()
+        if not path.startswith("/Volumes/") or len(Path(path).parts) < 5 or not local.is_relative_to(self.volumes):
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Path {path} is not in a volume: /Volumes/<c>/<s>/<v>/...")
+        return local
+
+    def workspace_file(self, path: str) -> Path:
+        return self.volume_path(path) if path.startswith("/Volumes/") else self.dbfs_path(path)
+
     # ---- Jobs
 
     def _runs_submit(self, body: dict) -> dict:
         (task,) = body["tasks"]
         with self._lock:
             run_id = 1000 + len(self.runs)
-        cluster = self.root / "clusters" / str(run_id)
-        log = cluster / "driver.log"
+        folder = self.root / "runs" / str(run_id)
+        log = folder / "driver.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            command = self._task_command(task, cluster)
+            site, env = self._compute(task, body.get("environments", []), run_id, folder)
+            command = self._task_command(task, site)
         except ApiError as error:
             self.runs[run_id] = TaskRun(run_id, body, None, log, error.message)
             return {"run_id": run_id}
         env = {
             **self.task_env,
-            **task["new_cluster"].get("spark_env_vars", {}),
-            "BATCH_SCORING_DBFS_MOUNT": str(self.dbfs),
-            "PYTHONPATH": str(cluster / "site-packages"),
+            **env,
+            "BATCH_SCORING_WORKSPACE_MOUNT": str(self.root),
+            "PYTHONPATH": str(site),
         }
         process = subprocess.Popen(
-            command, cwd=cluster, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=folder, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
         )
         self.runs[run_id] = TaskRun(run_id, body, process, log)
         return {"run_id": run_id}
 
-    def _task_command(self, task: dict, cluster: Path) -> list[str]:
-        """Install the task's wheel libraries into the cluster's folder; the command of its entry point."""
-        wheel_task = task.get("python_wheel_task")
-        if wheel_task is None:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "this double runs python_wheel_task tasks only")
-        site = cluster / "site-packages"
-        for library in task.get("libraries", []):
-            wheel = self.dbfs_path(library["whl"])
+    def _compute(self, task: dict, environments: list[dict], run_id: int, folder: Path) -> tuple[Path, dict]:
+        """Where the task runs: its Python packages' folder (libraries installed) and the environment it adds."""
+        kinds = [key for key in ("new_cluster", "existing_cluster_id", "environment_key") if key in task]
+        if len(kinds) != 1:
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"A task needs one of new_cluster, existing_cluster_id, environment_key; got {kinds or 'none'}",
+            )
+        if kinds == ["environment_key"]:  # serverless: the environment's dependencies, for this run
+            spec = next((e["spec"] for e in environments if e["environment_key"] == task["environment_key"]), None)
+            if spec is None:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"No environment {task['environment_key']} in the run")
+            if "libraries" in task:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "Libraries are not supported on serverless compute")
+            site = folder / "site-packages"
+            self._install(spec.get("dependencies", []), site)
+            return site, {}
+        if kinds == ["existing_cluster_id"]:
+            cluster_id = task["existing_cluster_id"]
+            if cluster_id not in self.running_clusters:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist")
+            site = self.root / "clusters" / cluster_id / "site-packages"  # libraries stay on the cluster
+            self._install([library["whl"] for library in task.get("libraries", [])], site)
+            return site, {}
+        self.clusters_started.append(run_id)
+        site = folder / "site-packages"
+        self._install([library["whl"] for library in task.get("libraries", [])], site)
+        return site, task["new_cluster"].get("spark_env_vars", {})
+
+    def _install(self, wheels: list[str], site: Path) -> None:
+        for wheel_path in wheels:
+            wheel = self.workspace_file(wheel_path)
             if not wheel.exists():
-                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Library {library['whl']} does not exist")
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Library {wheel_path} does not exist")
+            installed = site / ".installed"
+            if installed.exists() and wheel.name in installed.read_text().split():
+                continue
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                 check=True,
                 capture_output=True,
             )
+            with installed.open("a") as handle:
+                handle.write(wheel.name + "\n")
+
+    def _task_command(self, task: dict, site: Path) -> list[str]:
+        """The command of the task's entry point, looked up in its installed wheel's metadata."""
+        wheel_task = task.get("python_wheel_task")
+        if wheel_task is None:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "this double runs python_wheel_task tasks only")
         entry_points = ConfigParser()
         for metadata in site.glob(f"{wheel_task['package_name']}-*.dist-info/entry_points.txt"):
             entry_points.read(metadata)
@@ -261,6 +318,55 @@ class DatabricksDouble:
             local.unlink(missing_ok=True)
         return {}
 
+    # ---- Files API (Unity Catalog volumes)
+
+    def _existing_in_volume(self, path: str, directory: bool) -> Path:
+        local = self.volume_path(path)
+        if not (local.is_dir() if directory else local.is_file()):
+            kind = "directory" if directory else "file"
+            raise ApiError(404, "NOT_FOUND", f"The {kind} being accessed is not found: {path}")
+        return local
+
+    def _fs_file_put(self, path: str, query: dict, data: bytes) -> dict:
+        local = self.volume_path(path)
+        if local.exists() and query.get("overwrite") != "true":
+            raise ApiError(409, "ALREADY_EXISTS", f"The file being created already exists: {path}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+        return {}
+
+    def _fs_file_get(self, path: str, query: dict, data: bytes) -> bytes:
+        return self._existing_in_volume(path, directory=False).read_bytes()
+
+    def _fs_file_delete(self, path: str, query: dict, data: bytes) -> dict:
+        self._existing_in_volume(path, directory=False).unlink()
+        return {}
+
+    def _fs_directory_put(self, path: str, query: dict, data: bytes) -> dict:
+        self.volume_path(path).mkdir(parents=True, exist_ok=True)
+        return {}
+
+    def _fs_directory_get(self, path: str, query: dict, data: bytes) -> dict:
+        local = self._existing_in_volume(path, directory=True)
+        contents = [
+            {
+                "path": f"{path.rstrip('/')}/{item.name}",
+                "is_directory": item.is_dir(),
+                **({} if item.is_dir() else {"file_size": item.stat().st_size}),
+                "last_modified": int(item.stat().st_mtime * 1000),
+                "name": item.name,
+            }
+            for item in sorted(local.iterdir())
+        ]
+        return {"contents": contents}
+
+    def _fs_directory_delete(self, path: str, query: dict, data: bytes) -> dict:
+        local = self._existing_in_volume(path, directory=True)
+        if any(local.iterdir()):
+            raise ApiError(400, "DIRECTORY_NOT_EMPTY", f"The directory being deleted is not empty: {path}")
+        local.rmdir()
+        return {}
+
     # ---- HTTP
 
     def _routes(self) -> dict:
@@ -275,24 +381,57 @@ class DatabricksDouble:
             "POST /api/2.0/dbfs/delete": self._dbfs_delete,
         }
 
-    def handle(self, method: str, url: str, headers: dict, body: dict | None) -> tuple[int, dict]:
+    def _path_routes(self) -> dict:
+        """Endpoints with the file's path in the URL: `PUT /api/2.0/fs/files/Volumes/...`."""
+        return {
+            "PUT /api/2.0/fs/files": self._fs_file_put,
+            "GET /api/2.0/fs/files": self._fs_file_get,
+            "DELETE /api/2.0/fs/files": self._fs_file_delete,
+            "PUT /api/2.0/fs/directories": self._fs_directory_put,
+            "GET /api/2.0/fs/directories": self._fs_directory_get,
+            "DELETE /api/2.0/fs/directories": self._fs_directory_delete,
+        }
+
+    def handle(self, method: str, url: str, headers: dict, data: bytes) -> tuple[int, dict | bytes]:
         parsed = urlparse(url)
-        endpoint = f"{method} {parsed.path}"
         query = {key: values[0] for key, values in parse_qs(parsed.query).items()}
-        record = {"endpoint": endpoint, "query": query, "body": body, "authorization": headers.get("Authorization")}
+        url_path = unquote(parsed.path)
+        prefix = next(
+            (
+                p
+                for p in self._path_routes()
+                if p.startswith(method + " ") and url_path.startswith(p.split(" ", 1)[1] + "/")
+            ),
+            None,
+        )
+        endpoint = f"{prefix}{{path}}" if prefix else f"{method} {url_path}"
+        json_body = None if prefix else (json.loads(data) if data else None)
+        record = {
+            "endpoint": endpoint,
+            "query": query,
+            "body": json_body if not prefix else f"<{len(data)} bytes>",
+            "authorization": headers.get("Authorization"),
+        }
         try:
             if headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
             example = self.contract.get(endpoint)
             if example is None:
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{endpoint}'")
-            errors = shape_errors(query if method == "GET" else body or {}, example["request"])
+            checked = query if method == "GET" or prefix else json_body or {}
+            errors = shape_errors(checked, example["request"])
             if errors:
                 raise ApiError(400, "INVALID_PARAMETER_VALUE", "; ".join(errors))
-            status, response = 200, self._routes()[endpoint](query if method == "GET" else body or {})
+            if prefix:
+                path = url_path.removeprefix(prefix.split(" ", 1)[1])
+                status, response = 200, self._path_routes()[prefix](path, query, data)
+            else:
+                status, response = 200, self._routes()[endpoint](query if method == "GET" else json_body or {})
         except ApiError as error:
             status, response = error.status, {"error_code": error.error_code, "message": error.message}
-        record.update(status=status, response=response)
+        record.update(
+            status=status, response=response if not isinstance(response, bytes) else f"<{len(response)} bytes>"
+        )
         with self._lock:
             self.requests.append(record)
         return status, response
@@ -303,11 +442,11 @@ class DatabricksDouble:
         class Handler(BaseHTTPRequestHandler):
             def _serve(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else None
-                status, response = double.handle(method, self.path, dict(self.headers), body)
-                payload = json.dumps(response).encode()
+                status, response = double.handle(method, self.path, dict(self.headers), self.rfile.read(length))
+                raw = isinstance(response, bytes)
+                payload = response if raw else json.dumps(response).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -317,6 +456,12 @@ class DatabricksDouble:
 
             def do_POST(self) -> None:
                 self._serve("POST")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
 
             def log_message(self, *args) -> None:
                 pass  # the requests are kept in `double.requests`

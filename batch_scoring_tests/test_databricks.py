@@ -1,29 +1,42 @@
-"""Databricks mode against a local double of the Databricks REST API: the assets are submitted as job runs by
-PipesDatabricksClient, the double runs the project's entry point from the built wheel, and the metadata and
-check results come back through Pipes messages on (the double's) DBFS."""
+"""Databricks mode against a local double of the Databricks REST API: a Dagster run is one Databricks job run
+submitted by dagster-databricks' Pipes clients, on a new job cluster, an existing cluster or serverless compute;
+the double runs the project's entry point from the built wheel (without Dagster), and the metadata and check
+results come back through Pipes messages on (the double's) DBFS or volumes."""
 
 import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from batch_scoring.defs.assets.scoring import daily_predictions
+from batch_scoring.defs.assets.features import features
+from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_failures
+from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.defs.definitions import build_definitions
-from batch_scoring.deploy.databricks import TASK_ENTRY_POINT
+from batch_scoring.defs.metadata import materialized_metadata
+from batch_scoring.deploy.databricks import NODE_NAME, TASK_ENTRY_POINT
+from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
+from batch_scoring.lib.tables import MACHINES, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.settings import (
     DATABRICKS_CLUSTER_ENV,
+    DATABRICKS_CLUSTER_ID_ENV,
+    DATABRICKS_COMPUTE_ENV,
     DATABRICKS_HOST_ENV,
+    DATABRICKS_POLL_ENV,
     DATABRICKS_TOKEN_ENV,
+    DATABRICKS_VOLUME_ENV,
     DATABRICKS_WHEEL_ENV,
     ENGINE_ENV,
     INPUT_DIR_ENV,
@@ -32,14 +45,24 @@ from batch_scoring.settings import (
     WAREHOUSE_DIR_ENV,
 )
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, materialize, model_store
+from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, create_instance, dagster_command, materialize
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
 DAY = "2015-04-28"
 DAY_WITHOUT_FEATURES = "2015-06-01"
 TOKEN = "dapi-fake-token-for-the-double-0123456789"
-WHEEL_DBFS_FOLDER = "dbfs:/FileStore/wheels"
 CLUSTER = {"spark_version": "17.3.x-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1}
+CLUSTER_ID = "1126-040000-brick123"  # an all-purpose cluster the double keeps running
+PIPES_VOLUME = "/Volumes/main/pdm/pipes"
+ARTIFACTS_VOLUME = "/Volumes/main/pdm/artifacts"
+# what each compute needs besides the wheel, and the new job clusters a run starts there
+COMPUTE = {
+    "job_cluster": ({DATABRICKS_CLUSTER_ENV: json.dumps(CLUSTER)}, 1),
+    "existing_cluster": ({DATABRICKS_CLUSTER_ID_ENV: CLUSTER_ID}, 0),
+    "serverless": ({DATABRICKS_VOLUME_ENV: PIPES_VOLUME}, 0),
+}
+DAILY_TABLES = ["raw_machines", "raw_telemetry", "quarantine/raw_telemetry", "features", "maintenance_worklist"]
+EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: list every machine
 
 
 @pytest.fixture(scope="module")
@@ -55,153 +78,214 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-@pytest.fixture
-def workspace(tmp_path, wheel, trained_fleet, monkeypatch):
-    """The double with the wheel uploaded to its DBFS, a copy of the trained fleet, and the orchestrator's
-    environment in Databricks mode. Yields the double, the warehouse copy and the definitions."""
+@pytest.fixture(scope="module")
+def local_day(trained_fleet, tmp_path_factory) -> Path:
+    """The warehouse after a local run of the daily job's assets for DAY (the worklist listing every machine)."""
     input_dir, trained_warehouse = trained_fleet
-    warehouse = copy_warehouse(trained_warehouse, tmp_path / "warehouse")
-    task_env = {
+    local = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("local") / "warehouse")
+    daily = [a for a in RAW_ASSETS if a is not raw_failures] + [features, daily_predictions, maintenance_worklist]
+    assert materialize(input_dir, local, daily, partition_key=DAY, run_config={"ops": {"maintenance_worklist": {"config": EVERY_MACHINE}}})
+    return local
+
+
+def task_env(home: Path) -> dict[str, str]:
+    """What a Databricks driver has in its environment here: a local[2] Spark of the test's size."""
+    return {
         "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
+        "HOME": str(home),
         **{name: os.environ[name] for name in ("JAVA_HOME", "LANG") if name in os.environ},
         SPARK_MASTER_ENV: "local[2]",
         SPARK_CONF_ENV: json.dumps({"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}),
     }
-    with DatabricksDouble(tmp_path / "workspace", TOKEN, task_env) as double:
-        uploaded = double.dbfs_path(f"{WHEEL_DBFS_FOLDER}/{wheel.name}")
+
+
+@contextmanager
+def workspace(tmp_path: Path, wheel: Path, trained_fleet, monkeypatch, compute: str):
+    """The double with the wheel uploaded to a volume, a copy of the trained fleet, and the orchestrator's
+    environment in Databricks mode on `compute`. Yields the double and the warehouse copy."""
+    input_dir, trained_warehouse = trained_fleet
+    warehouse = copy_warehouse(trained_warehouse, tmp_path / "warehouse")
+    with DatabricksDouble(tmp_path / "workspace", TOKEN, task_env(tmp_path), running_clusters=(CLUSTER_ID,)) as double:
+        uploaded = double.workspace_file(f"{ARTIFACTS_VOLUME}/{wheel.name}")
         uploaded.parent.mkdir(parents=True)
         shutil.copy(wheel, uploaded)
+        double.workspace_file(PIPES_VOLUME).mkdir(parents=True)
+        compute_settings, _ = COMPUTE[compute]
         for name, value in {
             ENGINE_ENV: "databricks",
             DATABRICKS_HOST_ENV: double.url,
             DATABRICKS_TOKEN_ENV: TOKEN,
-            DATABRICKS_WHEEL_ENV: f"{WHEEL_DBFS_FOLDER}/{wheel.name}",
-            DATABRICKS_CLUSTER_ENV: json.dumps(CLUSTER),
+            DATABRICKS_WHEEL_ENV: f"{ARTIFACTS_VOLUME}/{wheel.name}",
+            DATABRICKS_COMPUTE_ENV: compute,
+            DATABRICKS_POLL_ENV: "1",
             INPUT_DIR_ENV: str(input_dir),
             WAREHOUSE_DIR_ENV: str(warehouse),
+            **compute_settings,
         }.items():
             monkeypatch.setenv(name, value)
-        yield double, warehouse, build_definitions()
+        yield double, warehouse
 
 
-def run(defs: dg.Definitions, selection: list[str], partition: str, **kwargs) -> dg.ExecuteInProcessResult:
-    """Materialize through the definitions' Databricks resource, polling the double every second."""
-    resources = dict(defs.resources)
-    resources["databricks"] = resources["databricks"].model_copy(
-        update={"poll_interval_seconds": 1.0, "message_interval_seconds": 1.0}
-    )
-    return dg.materialize(
-        list(defs.assets), selection=selection, resources=resources, partition_key=partition, **kwargs
-    )
-
-
-def test_the_wheel_leaves_spark_to_the_cluster_and_names_the_task_entry_point(wheel):
+def test_the_wheel_leaves_dagster_and_spark_to_the_orchestrator(wheel):
     with zipfile.ZipFile(wheel) as archive:
         metadata = archive.read("batch_scoring-0.1.0.dist-info/METADATA").decode()
         entry_points = archive.read("batch_scoring-0.1.0.dist-info/entry_points.txt").decode()
     requires = [
         line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist")
     ]
-    # what pip installs on the cluster beside the wheel: Dagster, never a Spark or Delta of its own
-    assert [r for r in requires if "extra ==" not in r] == ["dagster==1.13.27"]
+    # what pip installs on Databricks compute beside the wheel: dagster-pipes, never Dagster, Spark or Delta
+    assert [r for r in requires if "extra ==" not in r] == ["dagster-pipes==1.13.27"]
     local = [r.split(";")[0].strip() for r in requires if 'extra == "local"' in r]
-    assert {"pyspark[ml]==4.2.0", "delta-spark==4.4.1"} <= set(local)
+    assert {"dagster==1.13.27", "pyspark[ml]==4.2.0", "delta-spark==4.4.1"} <= set(local)
     assert f"{TASK_ENTRY_POINT} = batch_scoring.deploy.databricks_task:main" in entry_points
 
 
-def test_assets_run_as_databricks_job_runs_and_report_through_pipes(spark, workspace, trained_fleet, tmp_path):
-    double, warehouse, defs = workspace
-    input_dir, trained_warehouse = trained_fleet
-    local = copy_warehouse(trained_warehouse, tmp_path / "local")
-    assert materialize(input_dir, local, [daily_predictions], partition_key=DAY).success
+def read_day(spark, warehouse: Path, table: str, schema):
+    partitions = None if table == "raw_machines" else [DAY]
+    return DeltaTables(spark, str(warehouse)).read(table, schema, partitions)
 
-    result = run(
-        defs,
-        ["daily_predictions", "maintenance_worklist", "maintenance_worklist_csv"],
-        DAY,
-        run_config={"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.0}}}},
-    )
+
+@pytest.mark.parametrize("compute", list(COMPUTE))
+def test_the_daily_job_is_one_databricks_run_on_each_compute(
+    spark, compute, wheel, trained_fleet, local_day, tmp_path, monkeypatch
+):
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, compute) as (double, warehouse):
+        job = build_definitions().resolve_job_def("daily_scoring_job")
+        result = job.execute_in_process(
+            partition_key=DAY, run_config={"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}
+        )
 
     assert result.success
-    # the job cluster wrote the storage contract's tables with the project's own code, as a local run does
+    # the compute wrote what a local run writes, with the project's own steps
+    schemas = {MACHINES.asset: MACHINES.schema, TELEMETRY.asset: TELEMETRY.schema} | {
+        "quarantine/raw_telemetry": QUARANTINE_SCHEMA,
+        "features": FEATURES_SCHEMA,
+        "maintenance_worklist": WORKLIST_SCHEMA,
+    }
+    for table in DAILY_TABLES:
+        remote, local = (read_day(spark, w, table, schemas[table]) for w in (warehouse, local_day))
+        assert remote.count() == local.count() > 0 or table.startswith("quarantine"), table
+        assert remote.exceptAll(local).isEmpty() and local.exceptAll(remote).isEmpty(), table
     predictions = [
-        DeltaTables(spark, str(w)).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
-        for w in (warehouse, local)
+        read_day(spark, w, "daily_predictions", PREDICTIONS_SCHEMA).drop("scored_at") for w in (warehouse, local_day)
     ]
-    assert predictions[0].count() == predictions[1].count() == 30
-    assert predictions[0].exceptAll(predictions[1]).isEmpty()
-    latest = model_store(spark, warehouse).load_latest_usable().version
-    assert {r["model_version"] for r in predictions[0].select("model_version").distinct().collect()} == {latest}
-    worklist = DeltaTables(spark, str(warehouse)).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY])
-    assert worklist.count() == 30  # run config went to the cluster: a threshold of 0 lists every machine
+    assert predictions[0].count() == 30 and predictions[0].exceptAll(predictions[1]).isEmpty()
+    assert (warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv").read_text().count("\n") == 31
+
+    # one Databricks run for the Dagster run, and the job clusters it started
+    (submit,) = [r["body"] for r in double.requests if r["endpoint"].endswith("/runs/submit")]
+    (task,) = submit["tasks"]
+    _, clusters_per_run = COMPUTE[compute]
+    assert len(double.clusters_started) == clusters_per_run
+    assert task["python_wheel_task"]["package_name"] == "batch_scoring"
+    assert task["python_wheel_task"]["entry_point"] == TASK_ENTRY_POINT
+    wheel_path = os.environ[DATABRICKS_WHEEL_ENV]
+    if compute == "serverless":
+        (environment,) = submit["environments"]
+        assert (
+            environment["spec"]["dependencies"] == [wheel_path]
+            and task["environment_key"] == environment["environment_key"]
+        )
+    else:
+        assert task["libraries"] == [{"whl": wheel_path}]
+        assert ("existing_cluster_id" in task) == (compute == "existing_cluster")
+    (task_run,) = double.runs.values()
+    log = task_run.log.read_text()
+    assert "code from" in log and "site-packages/batch_scoring/deploy/databricks_task.py" in log
 
     # metadata and check results made the round trip through Pipes
-    by_asset = {
-        m.asset_key.to_user_string(): m.metadata
-        for m in result.get_asset_materialization_events()
-        for m in [m.materialization]
+    by_asset = materialized_metadata(result)
+    assert set(by_asset) == {
+        *DAILY_TABLES,
+        "daily_predictions",
+        "maintenance_worklist_csv",
+        "quarantine/raw_machines",
+        "raw_errors",
+        "quarantine/raw_errors",
+        "raw_maintenance",
+        "quarantine/raw_maintenance",
     }
-    assert by_asset["daily_predictions"]["dagster/row_count"].value == 30
-    assert isinstance(by_asset["daily_predictions"]["preview"], dg.TableMetadataValue)
-    assert by_asset["daily_predictions"]["dagster/column_schema"].value.columns[0].name == "machine_id"
-    assert by_asset["daily_predictions"]["model_version"].value == latest
-    assert by_asset["maintenance_worklist"]["machines_listed"].value == {DAY: 30}
-    assert by_asset["maintenance_worklist_csv"]["csv_file"].value == str(
+    assert by_asset["daily_predictions"]["dagster/row_count"] == 30
+    assert by_asset["daily_predictions"]["dagster/column_schema"].columns[0].name == "machine_id"
+    assert by_asset["maintenance_worklist"]["machines_listed"] == {DAY: 30}
+    assert by_asset["maintenance_worklist_csv"]["csv_file"] == str(
         warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv"
     )
-    run_ids = {int(m["Databricks Job Run ID"].value) for m in by_asset.values()}
-    assert run_ids == set(double.runs)
-    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"one_row_per_active_machine": True, "probabilities_valid": True, "failure_share_stable": True}
-
-    # each asset was a job run on a new cluster, started from the wheel's entry point
-    submits = [r["body"] for r in double.requests if r["endpoint"].endswith("/runs/submit")]
-    assert [s["tasks"][0]["task_key"] for s in submits] == ["daily_predictions", "maintenance_worklist"]
-    for submit in submits:
-        (task,) = submit["tasks"]
-        assert task["python_wheel_task"] == {"package_name": "batch_scoring", "entry_point": TASK_ENTRY_POINT}
-        assert task["libraries"] == [{"whl": os.environ[DATABRICKS_WHEEL_ENV]}]
-        env = task["new_cluster"]["spark_env_vars"]
-        assert env[WAREHOUSE_DIR_ENV] == str(warehouse) and "DAGSTER_PIPES_CONTEXT" in env
-    for task_run in double.runs.values():
-        assert (
-            f"code from {task_run.log.parent / 'site-packages' / 'batch_scoring' / 'deploy' / 'databricks_task.py'}"
-            in task_run.log.read_text()
-        )
+    assert by_asset["raw_telemetry"]["rows_read"] == 30 * 24
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    assert (
+        checks[("daily_predictions", "one_row_per_active_machine")]
+        and checks[("raw_telemetry", "quarantined_share_within_limit")]
+    )
+    assert len(checks) == 4 + 3
 
     # the contract: only recorded endpoints, in their shapes; the token only in the Authorization header
     contract = load_contract()
     assert {r["endpoint"] for r in double.requests} <= set(contract)
-    assert {"POST /api/2.2/jobs/runs/submit", "GET /api/2.2/jobs/runs/get", "POST /api/2.0/dbfs/put"} <= {
-        r["endpoint"] for r in double.requests
-    }
     for request in double.requests:
         assert request["status"] in (200, 404), request
         example = contract["error responses" if request["status"] != 200 else request["endpoint"]]["response"]
         assert not shape_errors(request["response"], example)
         assert TOKEN not in json.dumps([request["query"], request["body"], request["response"]])
         assert request["authorization"] == f"Bearer {TOKEN}"
-    missing_chunks = [r for r in double.requests if r["status"] == 404]
-    assert all(r["endpoint"] in ("GET /api/2.0/dbfs/read", "GET /api/2.0/dbfs/get-status") for r in missing_chunks)
-    # the Pipes folders on DBFS are cleaned up
-    assert not any(double.dbfs_path("/tmp").iterdir())
+    # the Pipes folders are cleaned up
+    assert not any(double.dbfs_path("/tmp").iterdir()) if double.dbfs_path("/tmp").exists() else True
+    assert not any((double.workspace_file(PIPES_VOLUME) / "tmp").glob("*"))
 
 
-def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(workspace):
-    double, _, defs = workspace
-    instance = dg.DagsterInstance.ephemeral()
-
-    result = run(defs, ["daily_predictions"], DAY_WITHOUT_FEATURES, raise_on_error=False, instance=instance)
+def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(wheel, trained_fleet, tmp_path, monkeypatch):
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "existing_cluster") as (double, _):
+        defs = build_definitions()
+        result = dg.materialize(
+            list(defs.assets),
+            selection=["daily_predictions"],
+            resources=defs.resources,
+            partition_key=DAY_WITHOUT_FEATURES,
+            raise_on_error=False,
+        )
 
     assert not result.success
     (failure,) = result.get_step_failure_events()
-    assert "Error running Databricks job: Workload failed" in failure.step_failure_data.error.to_string()
+    assert "Nothing to score for 2015-06-01" in failure.step_failure_data.user_failure_data.description
     (task_run,) = double.runs.values()
-    assert task_run.state()["result_state"] == "FAILED"
-    # the remote exception came back through Pipes and is in the run's event log
-    (closed,) = [e for e in instance.all_logs(result.run_id) if "pipes closed with exception" in e.message]
-    assert "Nothing to score for 2015-06-01" in closed.dagster_event.engine_event_data.error.to_string()
+    assert task_run.state()["result_state"] == "SUCCESS"  # the task stopped itself, saying why
+
+
+def test_terminating_the_dagster_run_cancels_the_databricks_run(wheel, trained_fleet, tmp_path, monkeypatch):
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, _):
+        dagster_home = tmp_path / "dagster_home"
+        create_instance(dagster_home)
+        run = subprocess.Popen(
+            dagster_command(
+                "dagster",
+                "job",
+                "execute",
+                "-m",
+                "batch_scoring.defs.definitions",
+                "-j",
+                "daily_scoring_job",
+                "--tags",
+                json.dumps({"dagster/partition": DAY}),
+            ),
+            env={**os.environ, "DAGSTER_HOME": str(dagster_home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while not any("code from" in r.log.read_text() for r in double.runs.values() if r.log.exists()):
+            assert time.monotonic() < deadline and run.poll() is None, (
+                run.stdout.read() if run.poll() is not None else "no task"
+            )
+            time.sleep(0.5)
+        run.send_signal(signal.SIGINT)  # what Ctrl-C, or the run's termination, does
+        output, _ = run.communicate(timeout=120)
+
+        (task_run,) = double.runs.values()
+        cancels = [r for r in double.requests if r["endpoint"] == "POST /api/2.2/jobs/runs/cancel"]
+        assert [r["body"]["run_id"] for r in cancels] == [task_run.run_id], output
+        assert task_run.state()["result_state"] == "CANCELED" and task_run.process.poll() is not None
+        assert "canceling Databricks job" in output
 
 
 def test_the_double_refuses_what_the_api_refuses(tmp_path):

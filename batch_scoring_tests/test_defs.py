@@ -105,26 +105,29 @@ def test_spark_settings_come_from_the_environment_over_the_defaults_and_bad_ones
 
 
 def asset_graph_summary(defs: dg.Definitions) -> dict[str, tuple]:
-    """What users see of each asset: its lineage, partitions, backfill policy, checks and config."""
+    """What users see of each asset: its group, description, lineage, partitions and checks."""
     graph = defs.resolve_asset_graph()
     summary = {}
     for key in graph.get_all_asset_keys():
         node, asset = graph.get(key), defs.resolve_assets_def(key)
-        config = asset.op.config_field and getattr(asset.op.config_field.config_type, "fields", None)
         summary[key.to_user_string()] = (
             node.group_name,
             node.description,
             sorted(k.to_user_string() for k in node.parent_keys),
             node.partitions_def,
-            asset.backfill_policy,
-            sorted((c.name, c.blocking) for c in asset.check_specs),
-            sorted(config or {}),
+            sorted((c.name, c.blocking) for c in asset.check_specs if c.asset_key == key),
         )
     return summary
 
 
+def config_fields(asset: dg.AssetsDefinition) -> dict[str, list[str]]:
+    fields = asset.op.config_field.config_type.fields if asset.op.config_field else {}
+    return {name: sorted(getattr(field.config_type, "fields", {})) for name, field in fields.items()}
+
+
 def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_env_vars(monkeypatch):
-    local = asset_graph_summary(build_definitions())
+    local_defs = build_definitions()
+    local = asset_graph_summary(local_defs)
     monkeypatch.setenv("BATCH_SCORING_ENGINE", "databricks")
     monkeypatch.setenv("BATCH_SCORING_DATABRICKS_WHEEL", "/Volumes/main/pdm/artifacts/batch_scoring-0.1.0.whl")
     monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"spark_version": "17.3.x", "node_type_id": "i3.xlarge"}')
@@ -133,9 +136,19 @@ def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_e
         defs = build_definitions()
     dg.Definitions.validate_loadable(defs)
     assert asset_graph_summary(defs) == local
-    assert local["raw_telemetry"][-1] == ["max_quarantined_share"]  # run config goes along to the cluster
+    # one node runs whatever a run selects (one Databricks run per Dagster run), with single-run backfills
+    (node,) = {defs.resolve_assets_def(key) for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert node.can_subset and node.backfill_policy == dg.BackfillPolicy.single_run()
+    # each asset's run config goes along to the compute, under its step's name
+    local_config = {
+        asset.op.name: sorted(getattr(asset.op.config_field.config_type, "fields", {}))
+        for asset in {local_defs.resolve_assets_def(k) for k in local_defs.resolve_asset_graph().get_all_asset_keys()}
+        if asset.op.config_field and getattr(asset.op.config_field.config_type, "fields", {})
+    }
+    assert config_fields(node) == local_config and local_config["raw_telemetry"] == ["max_quarantined_share"]
     databricks = defs.resources["databricks"]
     assert databricks.host == dg.EnvVar("DATABRICKS_HOST") and databricks.token == dg.EnvVar("DATABRICKS_TOKEN")
+    assert databricks.compute == "job_cluster"
 
     monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"num_workers": 2}')
     with pytest.raises(ValueError, match=r"BATCH_SCORING_DATABRICKS_CLUSTER must be .* spark_version and node_type_id"):
@@ -144,8 +157,23 @@ def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_e
     with pytest.raises(ValueError, match="BATCH_SCORING_DATABRICKS_CLUSTER is not JSON") as error:
         build_definitions()
     assert "s3cr3t" not in str(error.value), "the variable's value may hold secrets: it is not echoed"
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_COMPUTE", "existing_cluster")
+    with pytest.raises(ValueError, match="existing_cluster needs BATCH_SCORING_DATABRICKS_CLUSTER_ID"):
+        build_definitions()
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_COMPUTE", "serverless")
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_VOLUME", "dbfs:/tmp/pipes")
+    with pytest.raises(ValueError, match="BATCH_SCORING_DATABRICKS_VOLUME must be a Unity Catalog volume path"):
+        build_definitions()
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_COMPUTE", "gpu")
+    with pytest.raises(ValueError, match="BATCH_SCORING_DATABRICKS_COMPUTE is 'gpu': it must be one of job_cluster"):
+        build_definitions()
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_COMPUTE", "job_cluster")
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_CLUSTER", '{"spark_version": "17.3.x", "node_type_id": "i3.xlarge"}')
+    monkeypatch.setenv("BATCH_SCORING_DATABRICKS_POLL_SECONDS", "0")
+    with pytest.raises(ValueError, match="BATCH_SCORING_DATABRICKS_POLL_SECONDS must be a number of seconds above 0"):
+        build_definitions()
     monkeypatch.delenv("BATCH_SCORING_DATABRICKS_WHEEL")
-    with pytest.raises(ValueError, match="BATCH_SCORING_ENGINE=databricks needs BATCH_SCORING_DATABRICKS_WHEEL"):
+    with pytest.raises(ValueError, match="job_cluster needs BATCH_SCORING_DATABRICKS_WHEEL"):
         build_definitions()
     monkeypatch.setenv("BATCH_SCORING_ENGINE", "emr")
     with pytest.raises(ValueError, match="BATCH_SCORING_ENGINE is 'emr': it must be one of spark, databricks"):

@@ -38,10 +38,10 @@ def build_definitions() -> dg.Definitions:
     resources = resources_from_env()
     assets = SPARK_ASSETS
     if settings.engine() == "databricks":
-        from batch_scoring.deploy.databricks import databricks_jobs_from_env, on_databricks
+        from batch_scoring.deploy.databricks import databricks_runs_from_env, on_databricks
 
-        assets = [on_databricks(asset) for asset in SPARK_ASSETS]
-        resources["databricks"] = databricks_jobs_from_env()
+        assets = [on_databricks(SPARK_ASSETS)]
+        resources["databricks"] = databricks_runs_from_env()
     return dg.Definitions(
         assets=assets,
         jobs=JOBS,

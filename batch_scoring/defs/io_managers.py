@@ -4,27 +4,22 @@ writes storage itself; it returns DataFrames (or a trained model) and these put 
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import dagster_metadata, spark_schema
+from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadata, spark_schema
 from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
 from batch_scoring.lib.model import TrainedModel
-from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, REPLACED_PARTITIONS_KEY, gaps_message, table_summary
-from batch_scoring.storage.files import WORKLIST_FILE_STEM, WORKLIST_FOLDER, daily_csv_location, write_daily_csv_files
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, gaps_message
 from batch_scoring.storage.models import ModelStore
+from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files, worklist_file
 
 
 def table_name(key: dg.AssetKey) -> str:
     """An asset's table in the warehouse: its key's parts as folders (`quarantine/raw_telemetry`)."""
     return "/".join(key.path)
-
-
-def commit_note(run_id: str, asset_name: str) -> str:
-    """What a table's Delta history says of a commit: which Dagster run wrote which asset."""
-    return f"dagster run {run_id} asset {asset_name}"
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -47,27 +42,15 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         versions_read = self._versions_read.pop(context.step_key, {})
         note = commit_note(context.run_id, name)
         if isinstance(obj, TrainedModel):
-            path = ModelStore(tables, name).save(
-                TrainedModel(obj.pipeline, {**obj.manifest, "read": versions_read}), note
-            )
-            context.add_output_metadata({"path": dg.MetadataValue.path(path), **_versions_metadata(versions_read)})
+            context.add_output_metadata(dagster_metadata(store_model(tables, name, obj, note, versions_read)))
             return
         declared = spark_schema(context.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = None
         if context.has_asset_partitions:
             replaced = context.output_metadata.get(REPLACED_PARTITIONS_KEY)
             partitions = replaced.value if replaced is not None else context.asset_partition_keys
-        version = tables.write(name, obj, declared, partitions, note)
-        # the rows written are exactly `obj`'s (assets persist what they return), so the metadata comes
-        # from them rather than from reading the table back
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(tables.location(name)),
-                "delta_version": dg.MetadataValue.int(version),
-                **_versions_metadata(versions_read),
-                **dagster_metadata(table_summary(obj)),
-            }
-        )
+        stored = store_table(tables, name, obj, declared, partitions, note, versions_read)
+        context.add_output_metadata(dagster_metadata(stored))
 
     def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel:
         upstream = context.upstream_output
@@ -94,28 +77,18 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return rows
 
 
-def _versions_metadata(versions_read: dict[str, int | str]) -> dict[str, dg.MetadataValue]:
-    return {"delta_versions_read": dg.MetadataValue.json(versions_read)} if versions_read else {}
-
-
 class WorklistFiles(dg.ConfigurableIOManager):
-    """Each day of a daily table as a CSV file a person can open, `<warehouse>/<folder>/<file_stem>_YYYY-MM-DD.csv`,
-    written even when the day has no rows, on whatever storage the warehouse is."""
+    """Each day of the worklist as a CSV file a person can open (`storage.outputs.worklist_file`), written
+    even when the day has no rows, on whatever storage the warehouse is."""
 
     warehouse: Warehouse
-    folder: str = Field(default=WORKLIST_FOLDER, description="Folder of the files, inside the warehouse.")
-    file_stem: str = Field(default=WORKLIST_FILE_STEM, description="Start of each file's name.")
-
-    def location(self, day: str) -> str:
-        return daily_csv_location(self.warehouse.tables().root, self.folder, self.file_stem, day)
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
-        files = write_daily_csv_files(obj, context.asset_partition_keys, self.location, order_by="rank")
-        context.add_output_metadata(
-            {"csv_file": dg.MetadataValue.path(files[context.asset_partition_keys[-1]]), "csv_files": files}
-        )
+        tables = self.warehouse.tables()
+        context.add_output_metadata(dagster_metadata(store_worklist_files(tables, obj, context.asset_partition_keys)))
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         schema = spark_schema(context.upstream_output.definition_metadata[COLUMN_SCHEMA_KEY])
-        paths = [self.location(day) for day in context.asset_partition_keys]
-        return self.warehouse.tables().spark.read.csv(paths, header=True, schema=schema)
+        tables = self.warehouse.tables()
+        paths = [worklist_file(tables, day) for day in context.asset_partition_keys]
+        return tables.spark.read.csv(paths, header=True, schema=schema)

@@ -10,6 +10,9 @@ from pyspark.sql import types as T
 
 from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
 
+# an output's metadata: the partitions its write replaces, when they are not the run's days
+REPLACED_PARTITIONS_KEY = "partitions_replaced"
+
 
 def column_schema(schema: T.StructType) -> dg.TableSchema:
     """A Spark schema as Dagster's column schema (shown in the UI, read back by the IO manager)."""
@@ -97,7 +100,10 @@ def step_results(
         raise dg.Failure(description=str(failure), metadata=dagster_metadata(failure.metadata)) from failure
     for produced in outcome.produced:
         output_name = context.assets_def.get_output_name_for_asset_key(dg.AssetKey.from_user_string(produced.asset))
-        yield dg.Output(produced.value, output_name=output_name, metadata=dagster_metadata(produced.metadata))
+        metadata = dagster_metadata(produced.metadata)
+        if produced.partitions is not None and produced.partitions != list(context.partition_keys):
+            metadata[REPLACED_PARTITIONS_KEY] = dg.MetadataValue.json(produced.partitions)  # for the IO manager
+        yield dg.Output(produced.value, output_name=output_name, metadata=metadata)
     for check in outcome.checks:
         yield check_result(check)
 

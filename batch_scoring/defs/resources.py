@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import SparkSession
 
-from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER, SourceFile, plan_sources
+from batch_scoring.lib.ingest import DROPS_FOLDER, SourceFile, drop_folders, ready_drops, source_files
 from batch_scoring.lib.spark import build_spark_session
 from batch_scoring.lib.tables import SourceTable
 from batch_scoring.storage.delta import DeltaTables
@@ -55,22 +55,13 @@ class InputFiles(dg.ConfigurableResource):
         return Path(self.input_dir) / DROPS_FOLDER
 
     def drop_folders(self) -> dict[date, Path]:
-        """Every folder in the drops folder named by a day, ready or not."""
-        if not self.drops_dir.is_dir():
-            return {}
-        folders = {}
-        for folder in self.drops_dir.iterdir():
-            try:
-                folders[date.fromisoformat(folder.name)] = folder
-            except ValueError:
-                continue  # not a drop: the sensor's skip reason does not count it either
-        return dict(sorted(folders.items()))
+        return drop_folders(Path(self.input_dir))
 
     def ready_drops(self) -> dict[date, Path]:
-        return {day: f for day, f in self.drop_folders().items() if (f / DROP_READY_MARKER).exists()}
+        return ready_drops(Path(self.input_dir))
 
     def sources(self, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
-        return plan_sources(Path(self.input_dir), self.ready_drops(), table, days)
+        return source_files(Path(self.input_dir), table, days)
 
 
 class Warehouse(dg.ConfigurableResource):

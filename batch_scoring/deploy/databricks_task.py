@@ -1,9 +1,12 @@
-"""The Databricks side of an asset run: the entry point a Databricks job run starts from the project's wheel.
+"""The Databricks side of a run: the entry point a Databricks job run starts from the project's wheel.
 
-It materializes the one asset Dagster asked for with the project's own asset code (the same function,
-IO manager and checks as a local run), in the job cluster's Spark session, reading and writing the
-storage contract's paths, and reports the materialization's metadata and the checks' results back to
-the orchestrating Dagster run through Pipes (messages in a DBFS folder).
+Thin on purpose: it opens Pipes, takes the compute's Spark session, runs the project's steps (`lib.steps`)
+for the assets the Dagster run selected over the run's days, reads and writes the warehouse's Delta tables
+(`storage`), and reports each materialization and check result through Pipes. No Dagster run, instance
+or definitions here: dagster-pipes is all of Dagster it needs.
+
+A step that cannot run (`StepFailed`) or a failed blocking check stops the task before the assets
+downstream; the reason goes back as a Pipes message and fails the Dagster step with it.
 """
 
 from __future__ import annotations
@@ -11,150 +14,285 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
 
-import dagster as dg
 from dagster_pipes import (
+    PipesBlobStoreMessageWriter,
     PipesBufferedFilesystemMessageWriterChannel,
+    PipesCliArgsParamsLoader,
     PipesContext,
     PipesContextLoader,
-    PipesDbfsMessageWriter,
+    PipesEnvVarParamsLoader,
     PipesParams,
+    PipesParamsLoader,
     open_dagster_pipes,
 )
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
 
 from batch_scoring import settings
+from batch_scoring.deploy import STOPPED_MESSAGE
+from batch_scoring.lib import steps
+from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS
+from batch_scoring.lib.ingest import source_files
+from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
+from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY, SourceTable
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring.storage.models import ModelStore
+from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files
 
-LOG_DELIVERY_SETTING = "spark.databricks.clusterUsageTags.clusterLogDeliveryEnabled"
+# ---- Pipes on a Databricks driver
 
 
-def mounted(dbfs_path: str) -> str:
-    """The local path of a DBFS path on the driver (BATCH_SCORING_DBFS_MOUNT, /dbfs by default)."""
-    return os.path.join(settings.dbfs_mount(), dbfs_path.lstrip("/"))
-
-
-class MountedDbfsContextLoader(PipesContextLoader):
-    """dagster-pipes' DBFS context loader, with the mount point as a setting rather than fixed at /dbfs."""
+class MountedContextLoader(PipesContextLoader):
+    """Reads the Pipes context from DBFS or a volume, through the driver's mount (BATCH_SCORING_WORKSPACE_MOUNT)."""
 
     @contextmanager
     def load_context(self, params: PipesParams) -> Iterator[Mapping]:
-        with open(mounted(params["path"]), encoding="utf-8") as handle:
+        with open(settings.workspace_path(params["path"]), encoding="utf-8") as handle:
             yield json.load(handle)
 
 
-class MountedDbfsMessageWriter(PipesDbfsMessageWriter):
-    """dagster-pipes' DBFS message writer, with the mount point as a setting rather than fixed at /dbfs."""
+class MountedMessageWriter(PipesBlobStoreMessageWriter):
+    """Writes Pipes message chunks to DBFS or a volume, through the driver's mount."""
 
     def make_channel(self, params: PipesParams) -> PipesBufferedFilesystemMessageWriterChannel:
-        return PipesBufferedFilesystemMessageWriterChannel(path=mounted(params["path"]), interval=self.interval)
-
-    def get_opened_extras(self) -> Mapping:
-        """Cluster log locations, where the cluster delivers logs; outside Databricks there are none."""
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None or spark.conf.get(LOG_DELIVERY_SETTING, "false") != "true":
-            return {}
-        return super().get_opened_extras()
-
-
-def _columns(schema: dg.TableSchema) -> list[dict]:
-    return [
-        {"name": c.name, "type": c.type, "constraints": {"nullable": c.constraints.nullable}} for c in schema.columns
-    ]
-
-
-def pipes_metadata(value: dg.MetadataValue) -> dict:
-    """A metadata value as Pipes carries it: its type and a JSON value."""
-    if isinstance(value, dg.TableMetadataValue):
-        records = [r.data for r in value.records]
-        return {"type": "table", "raw_value": {"records": records, "schema": _columns(value.schema)}}
-    if isinstance(value, dg.TableSchemaMetadataValue):
-        return {"type": "table_schema", "raw_value": {"columns": _columns(value.schema)}}
-    kinds = {
-        dg.IntMetadataValue: "int",
-        dg.FloatMetadataValue: "float",
-        dg.BoolMetadataValue: "bool",
-        dg.JsonMetadataValue: "json",
-        dg.PathMetadataValue: "path",
-        dg.UrlMetadataValue: "url",
-        dg.TextMetadataValue: "text",
-        dg.MarkdownMetadataValue: "md",
-    }
-    for kind_class, kind in kinds.items():
-        if isinstance(value, kind_class):
-            return {"type": kind, "raw_value": value.value}
-    return {"type": "text", "raw_value": str(value.value)}
-
-
-def _metadata(values: Mapping[str, dg.MetadataValue]) -> dict[str, dict]:
-    return {key: pipes_metadata(value) for key, value in values.items()}
-
-
-def materialize_and_report(pipes: PipesContext) -> None:
-    """Materialize the asset of this Pipes session locally on the cluster, then report what came of it.
-
-    A materialization whose blocking check failed is reported with the failed check (the orchestrating
-    run then stops downstream assets, as a local run does); a run that materialized nothing raises."""
-    from batch_scoring.defs.assets import SPARK_ASSETS
-    from batch_scoring.defs.definitions import resources_from_env
-    from batch_scoring.defs.partitions import partition_range_tags
-
-    keys = [dg.AssetKey.from_user_string(key) for key in pipes.asset_keys]
-    asset = next(a for a in SPARK_ASSETS if keys[0] in a.keys)
-    op_config = pipes.extras.get("op_config")
-    partition_key, tags = None, {}
-    if pipes.is_partition_step:
-        first, last = pipes.partition_key_range["start"], pipes.partition_key_range["end"]
-        if first == last:
-            partition_key = first
-        else:
-            tags = partition_range_tags(first, last)
-    result = dg.materialize(
-        SPARK_ASSETS,
-        selection=keys,
-        resources=resources_from_env(),
-        partition_key=partition_key,
-        tags=tags,
-        run_config={"ops": {asset.op.name: {"config": op_config}}} if op_config else None,
-        raise_on_error=False,
-    )
-    # a range run materializes each day with the same metadata: one report per asset covers the step
-    materialized = {}
-    for event in result.get_asset_materialization_events():
-        materialized.setdefault(event.asset_key.to_user_string(), event.materialization.metadata)
-    if not materialized:
-        failures = [event.step_failure_data.error for event in result.get_step_failure_events()]
-        raise RuntimeError("; ".join(error.message.strip() for error in failures if error) or "nothing materialized")
-    for key, metadata in materialized.items():
-        pipes.report_asset_materialization(metadata=_metadata(metadata), asset_key=key)
-    for check in result.get_asset_check_evaluations():
-        metadata = dict(check.metadata)
-        if check.description:
-            metadata["description"] = dg.MetadataValue.text(check.description)
-        pipes.report_asset_check(
-            check_name=check.check_name,
-            asset_key=check.asset_key.to_user_string(),
-            passed=check.passed,
-            severity=check.severity.value,
-            metadata=_metadata(metadata),
+        return PipesBufferedFilesystemMessageWriterChannel(
+            path=settings.workspace_path(params["path"]), interval=self.interval
         )
 
 
-def main() -> int:
-    """Console script `batch-scoring-databricks-task`, which a Databricks python_wheel_task runs."""
+def params_loader() -> PipesParamsLoader:
+    """A new job cluster gets the Pipes parameters as environment variables; an existing cluster and
+    serverless compute as the task's command-line parameters."""
+    from_cli = PipesCliArgsParamsLoader()
+    return from_cli if from_cli.is_dagster_pipes_process() else PipesEnvVarParamsLoader()
+
+
+def _columns(columns: list[tuple[str, str]]) -> list[dict]:
+    return [{"name": name, "type": kind, "constraints": {"nullable": True}} for name, kind in columns]
+
+
+def pipes_metadata_value(value: object) -> dict:
+    """A step's plain metadata value as Pipes carries it: its type and a JSON value."""
+    if isinstance(value, Records):
+        return {"type": "table", "raw_value": {"records": value.rows, "schema": _columns(value.columns)}}
+    if isinstance(value, T.StructType):
+        columns = [
+            {"name": f.name, "type": f.dataType.simpleString(), "constraints": {"nullable": f.nullable}}
+            for f in value.fields
+        ]
+        return {"type": "table_schema", "raw_value": {"columns": columns}}
+    if isinstance(value, Location):
+        return {"type": "path", "raw_value": value.path}
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("json", (dict, list))):
+        if isinstance(value, types):
+            return {"type": kind, "raw_value": value}
+    return {"type": "text", "raw_value": str(value)}
+
+
+def pipes_metadata(values: Mapping[str, object]) -> dict[str, dict]:
+    return {key: pipes_metadata_value(value) for key, value in values.items()}
+
+
+# ---- the run's steps
+
+
+@dataclass
+class StepInputs:
+    """What one step reads, each table pinned at one Delta version (recorded with what it writes)."""
+
+    tables: DeltaTables
+    versions_read: dict[str, int | str] = field(default_factory=dict)
+
+    def table(self, name: str, schema: T.StructType, days: list[date] | None = None) -> DataFrame:
+        version = self.versions_read.setdefault(name, self.tables.version(name))
+        return self.tables.read(name, schema, day_keys(days) if days is not None else None, version)
+
+    def earlier_days(self, name: str, schema: T.StructType, days: list[date]) -> DataFrame:
+        """A table's rows of `days` if it has been written (a declared self-dependency, missing days allowed)."""
+        if not self.tables.exists(name):
+            return self.tables.spark.createDataFrame([], schema)
+        return self.table(name, schema, days)
+
+    def lookback(self, reader: str, name: str, schema: T.StructType, days: list[date]) -> DataFrame:
+        """A table's rows of `days`, failing on days missing inside them (they would thin the windows)."""
+        rows = self.table(name, schema, days)
+        gaps = self.tables.gaps(name, schema, day_keys(days), self.versions_read[name])
+        if gaps:
+            raise StepFailed(steps.gaps_message(reader, name, day_keys(days), gaps))
+        return rows
+
+    def model(self) -> TrainedModel:
+        model = ModelStore(self.tables, "failure_model").load_latest_usable()
+        self.versions_read["failure_model"] = model.version
+        return model
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What the Dagster run asked for: its days (none for unpartitioned assets only), config, folders."""
+
+    spark: SparkSession
+    tables: DeltaTables
+    input_dir: Path
+    days: list[date] | None
+    config: Mapping[str, Mapping]
+    run_id: str
+
+
+def _days_before(first: date, count: int) -> list[date]:
+    return [first - timedelta(days=n) for n in range(count, 0, -1)]
+
+
+def _ingest_step(table: SourceTable) -> Callable[[RunScope, StepInputs], StepOutcome]:
+    def ingest(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+        days = scope.days if table.daily_partitioned else None
+        known = None if table is MACHINES else inputs.table(MACHINES.asset, MACHINES.schema).select("machine_id")
+        max_share = scope.config[table.asset]["max_quarantined_share"]
+        sources = source_files(scope.input_dir, table, days)
+        return steps.ingest(scope.spark, table, sources, days, known, max_share)
+
+    return ingest
+
+
+def _features_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    first = scope.days[0]
+    telemetry_days = _days_before(first, TELEMETRY_LOOKBACK_DAYS - 1) + scope.days
+    return steps.features(
+        inputs.lookback("features", TELEMETRY.asset, TELEMETRY.schema, telemetry_days),
+        inputs.table(ERRORS.asset, ERRORS.schema),
+        inputs.table(MAINTENANCE.asset, MAINTENANCE.schema),
+        inputs.table(MACHINES.asset, MACHINES.schema),
+        scope.days,
+    )
+
+
+def _failure_model_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    training = steps.TrainingSettings.from_config(scope.config["failure_model"])
+    features = inputs.table("features", FEATURES_SCHEMA)
+    return steps.train(features, inputs.table(FAILURES.asset, FAILURES.schema), training, scope.run_id)
+
+
+def _daily_predictions_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    trailing = inputs.earlier_days("daily_predictions", PREDICTIONS_SCHEMA, _days_before(scope.days[0], TRAILING_DAYS))
+    features = inputs.table("features", FEATURES_SCHEMA, scope.days)
+    return steps.predictions(features, inputs.model(), trailing, scope.days)
+
+
+def _maintenance_worklist_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    threshold = scope.config["maintenance_worklist"]["min_failure_probability"]
+    predictions = inputs.table("daily_predictions", PREDICTIONS_SCHEMA, scope.days)
+    return steps.maintenance_worklist(predictions, scope.days, threshold)
+
+
+# each step with the assets it makes, upstream first (the graph's order)
+STEPS: list[tuple[tuple[str, ...], Callable[[RunScope, StepInputs], StepOutcome]]] = [
+    *(
+        ((table.asset, steps.quarantine_table(table)), _ingest_step(table))
+        for table in (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
+    ),
+    (("features",), _features_step),
+    (("failure_model",), _failure_model_step),
+    (("daily_predictions",), _daily_predictions_step),
+    (("maintenance_worklist", "maintenance_worklist_csv"), _maintenance_worklist_step),
+]
+
+
+def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | str]) -> dict[str, object]:
+    """Write what a step made, as the IO managers do in a local run; what the stored result says of itself."""
+    note = commit_note(scope.run_id, produced.asset)
+    if produced.stored_as == "model":
+        return store_model(scope.tables, produced.asset, produced.value, note, versions_read)
+    if produced.stored_as == "csv":
+        return store_worklist_files(scope.tables, produced.value, produced.partitions)
+    return store_table(
+        scope.tables, produced.asset, produced.value, produced.schema, produced.partitions, note, versions_read
+    )
+
+
+def report_check(pipes: PipesContext, check: CheckOutcome) -> None:
+    metadata = dict(check.metadata)
+    if check.description:
+        metadata["description"] = check.description
+    pipes.report_asset_check(
+        check_name=check.name,
+        asset_key=check.asset,
+        passed=check.passed,
+        severity="WARN" if check.warn_only else "ERROR",
+        metadata=pipes_metadata(metadata),
+    )
+
+
+def run_selected_steps(pipes: PipesContext, scope: RunScope) -> None:
+    """Each step with a selected asset, in order: store and report what it made, then its checks; stop at
+    a step that fails or a failed blocking check, saying why."""
+    selected = set(pipes.asset_keys)
+    for assets, step in STEPS:
+        if not selected.intersection(assets):
+            continue
+        pipes.log.info(f"batch_scoring: {' + '.join(a for a in assets if a in selected)} on {scope.tables.root}")
+        inputs = StepInputs(scope.tables)
+        try:
+            outcome = step(scope, inputs)
+        except StepFailed as failure:
+            pipes.report_custom_message({STOPPED_MESSAGE: str(failure)})
+            return
+        for produced in outcome.produced:
+            if produced.asset in selected:
+                stored = store(scope, produced, inputs.versions_read)
+                pipes.report_asset_materialization(
+                    asset_key=produced.asset, metadata=pipes_metadata({**produced.metadata, **stored})
+                )
+        for check in outcome.checks:
+            report_check(pipes, check)
+        failed = [check for check in outcome.checks if not check.passed and not check.warn_only]
+        if failed:
+            reasons = "; ".join(f"{c.asset} {c.name}: {c.description or 'failed'}" for c in failed)
+            pipes.report_custom_message({STOPPED_MESSAGE: f"Blocking check failed, nothing downstream ran: {reasons}"})
+            return
+
+
+def run_days(pipes: PipesContext) -> list[date] | None:
+    if not pipes.is_partition_step:
+        return None
+    first = date.fromisoformat(pipes.partition_key_range["start"])
+    last = date.fromisoformat(pipes.partition_key_range["end"])
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def spark_session() -> SparkSession:
+    """The compute's own session as Databricks configured it, plus the project's SQL settings; elsewhere
+    (a test double) a session from the project's settings."""
+    from batch_scoring.lib.spark import apply_runtime_settings, build_spark_session
+
     if settings.DATABRICKS_RUNTIME_ENV in os.environ:
-        from pyspark.sql import SparkSession
+        return apply_runtime_settings(SparkSession.builder.getOrCreate())
+    return build_spark_session(settings.spark_config())
 
-        from batch_scoring.lib.spark import apply_runtime_settings
 
-        # the cluster's own session, as Databricks configured it, plus the project's SQL settings
-        apply_runtime_settings(SparkSession.builder.getOrCreate())
+def main() -> int:
+    """Console script `batch-scoring-databricks-task`, which the run's python_wheel_task starts."""
+    spark = spark_session()
     with open_dagster_pipes(
-        context_loader=MountedDbfsContextLoader(), message_writer=MountedDbfsMessageWriter()
+        params_loader=params_loader(), context_loader=MountedContextLoader(), message_writer=MountedMessageWriter()
     ) as pipes:
-        materialize_and_report(pipes)
+        extras = pipes.extras
+        scope = RunScope(
+            spark=spark,
+            tables=DeltaTables(spark, extras["warehouse_dir"]),
+            input_dir=Path(extras["input_dir"]),
+            days=run_days(pipes),
+            config=extras["config"],
+            run_id=pipes.run_id,
+        )
+        run_selected_steps(pipes, scope)
     return 0
 
 

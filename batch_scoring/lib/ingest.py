@@ -111,6 +111,30 @@ def plan_sources(
     return sources + [SourceFile(path, day=day) for day, path in dropped.items()]
 
 
+def drop_folders(input_dir: Path) -> dict[date, Path]:
+    """Every folder in the drops folder named by a day, ready or not, in day order."""
+    drops_dir = input_dir / DROPS_FOLDER
+    if not drops_dir.is_dir():
+        return {}
+    folders = {}
+    for folder in drops_dir.iterdir():
+        try:
+            folders[date.fromisoformat(folder.name)] = folder
+        except ValueError:
+            continue  # not a drop: the sensor's skip reason does not count it either
+    return dict(sorted(folders.items()))
+
+
+def ready_drops(input_dir: Path) -> dict[date, Path]:
+    """The drops whose files are complete (their marker is written)."""
+    return {day: folder for day, folder in drop_folders(input_dir).items() if (folder / DROP_READY_MARKER).exists()}
+
+
+def source_files(input_dir: Path, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
+    """The files to read for `table` (and `days`) in the input folder, ready drops included."""
+    return plan_sources(input_dir, ready_drops(input_dir), table, days)
+
+
 def read_header(path: Path) -> list[str]:
     """The column names on the first line of a CSV file, gzipped or not."""
     opener = gzip.open if path.name.endswith(".gz") else open

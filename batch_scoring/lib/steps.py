@@ -45,8 +45,6 @@ PREVIEW_ROWS = 5
 TOP_FEATURES = 15
 TOP_WORKLIST_ROWS = 10
 MAX_FAILURE_SHARE_CHANGE = 0.10  # a warning when a day's predicted-failure share moves further than this
-# an output's metadata: the partition values a write replaces, when they are more than the run's days
-REPLACED_PARTITIONS_KEY = "partitions_replaced"
 QUARANTINE_CHECK = "quarantined_share_within_limit"
 MODEL_CHECK = "usable_for_scoring"
 
@@ -68,13 +66,14 @@ class Location:
 
 @dataclass(frozen=True)
 class Produced:
-    """A table (or model) a step makes, with what is said of it. `stored_as` says how it is kept: a Delta
-    table with `schema` (daily ones replace `days`), the model store, or one CSV file per day."""
+    """A table (or model) a step makes, with what is said of it. `stored_as` says how it is kept: a Delta table
+    with `schema`, whole or (a daily table) exactly its `partitions`, the model store, or one CSV file a day."""
 
     asset: str
     value: DataFrame | TrainedModel
     metadata: dict[str, object] = field(default_factory=dict)
     schema: T.StructType | None = None
+    partitions: list[str] | None = None
     stored_as: str = "delta"  # "delta", "model" or "csv"
 
 
@@ -162,6 +161,11 @@ def days_without_rows(df: DataFrame, days: list[date]) -> list[str]:
     return [day.isoformat() for day in days if day not in present]
 
 
+def day_keys(days: list[date]) -> list[str]:
+    """Days as partition keys, YYYY-MM-DD."""
+    return [day.isoformat() for day in days]
+
+
 def quarantine_table(table: SourceTable) -> str:
     """A raw table's quarantine: `quarantine/<raw asset>`."""
     return f"quarantine/{table.asset}"
@@ -201,12 +205,12 @@ def ingest(
             metadata,
         )
     kept = kept_rows(checked, table)
-    quarantine_metadata = {}
+    partitions = quarantine_partitions = None
     if days:
         metadata["days_without_rows"] = days_without_rows(kept, days)
+        partitions = [day.isoformat() for day in days]
         reads_bulk_file = any(source.day is None for source in sources)
-        replaced = [day.isoformat() for day in days] + ([UNDATED] if reads_bulk_file else [])
-        quarantine_metadata[REPLACED_PARTITIONS_KEY] = replaced
+        quarantine_partitions = partitions + ([UNDATED] if reads_bulk_file else [])
     share = counts.quarantined_share
     check = CheckOutcome(
         asset=table.asset,
@@ -224,8 +228,8 @@ def ingest(
     )
     return StepOutcome(
         [
-            Produced(quarantine_table(table), quarantined_rows(checked), quarantine_metadata, QUARANTINE_SCHEMA),
-            Produced(table.asset, kept, metadata, table.schema),
+            Produced(quarantine_table(table), quarantined_rows(checked), {}, QUARANTINE_SCHEMA, quarantine_partitions),
+            Produced(table.asset, kept, metadata, table.schema, partitions),
         ],
         [check],
     )
@@ -246,7 +250,11 @@ def features(
             "Materialize raw_telemetry for them first, or check the input files cover them."
         )
     return StepOutcome(
-        [Produced("features", rows, {"days_without_rows": days_without_rows(rows, days)}, FEATURES_SCHEMA)]
+        [
+            Produced(
+                "features", rows, {"days_without_rows": days_without_rows(rows, days)}, FEATURES_SCHEMA, day_keys(days)
+            )
+        ]
     )
 
 
@@ -422,7 +430,7 @@ def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, d
         CheckOutcome("daily_predictions", "probabilities_valid", invalid == 0, {"invalid_rows": invalid}),
         _failure_share_stable(shares, days),
     ]
-    return StepOutcome([Produced("daily_predictions", rows, metadata, PREDICTIONS_SCHEMA)], checks)
+    return StepOutcome([Produced("daily_predictions", rows, metadata, PREDICTIONS_SCHEMA, day_keys(days))], checks)
 
 
 def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_probability: float) -> StepOutcome:
@@ -436,7 +444,9 @@ def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_p
     }
     return StepOutcome(
         [
-            Produced("maintenance_worklist", rows, metadata, WORKLIST_SCHEMA),
-            Produced("maintenance_worklist_csv", rows, schema=WORKLIST_SCHEMA, stored_as="csv"),
+            Produced("maintenance_worklist", rows, metadata, WORKLIST_SCHEMA, day_keys(days)),
+            Produced(
+                "maintenance_worklist_csv", rows, schema=WORKLIST_SCHEMA, partitions=day_keys(days), stored_as="csv"
+            ),
         ]
     )

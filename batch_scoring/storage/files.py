@@ -13,9 +13,6 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-WORKLIST_FOLDER = "worklists"  # inside the warehouse
-WORKLIST_FILE_STEM = "maintenance_worklist"
-
 
 def write_text_file(spark: SparkSession, location: str, text: str) -> str:
     """Replace the file at `location` by `text` (UTF-8) as one change: readers see the old file or the new,
@@ -36,11 +33,6 @@ def write_text_file(spark: SparkSession, location: str, text: str) -> str:
     finally:
         stream.close()
     return location
-
-
-def daily_csv_location(root: str, folder: str, file_stem: str, day: str) -> str:
-    """A day's CSV file: `<root>/<folder>/<file_stem>_YYYY-MM-DD.csv`."""
-    return f"{root.rstrip('/')}/{folder}/{file_stem}_{day}.csv"
 
 
 def write_daily_csv_files(df: DataFrame, days: list[str], location_of_day, order_by: str) -> dict[str, str]:

@@ -1,0 +1,63 @@
+"""Storing what a step made, and what the stored result says of itself: the same whether the IO managers
+(a run of the asset graph) or the Databricks task (the same steps on a cluster) store it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.steps import Location, table_summary
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring.storage.files import write_daily_csv_files
+from batch_scoring.storage.models import ModelStore
+
+
+def commit_note(run_id: str, table: str) -> str:
+    """What a table's Delta history says of a commit: which Dagster run wrote which asset."""
+    return f"dagster run {run_id} asset {table}"
+
+
+def versions_read_metadata(versions_read: dict[str, int | str]) -> dict[str, object]:
+    return {"delta_versions_read": versions_read} if versions_read else {}
+
+
+def store_table(
+    tables: DeltaTables,
+    name: str,
+    rows: DataFrame,
+    schema: T.StructType,
+    partitions: Sequence[str] | None,
+    note: str,
+    versions_read: dict[str, int | str],
+) -> dict[str, object]:
+    """Write `rows` as table `name` (or its `partitions`) in one commit. The metadata comes from the rows
+    written (steps persist what they return) rather than from reading the table back."""
+    version = tables.write(name, rows, schema, partitions, note)
+    return {
+        "path": Location(tables.location(name)),
+        "delta_version": version,
+        **versions_read_metadata(versions_read),
+        **table_summary(rows),
+    }
+
+
+def store_model(
+    tables: DeltaTables, name: str, model: TrainedModel, note: str, versions_read: dict[str, int | str]
+) -> dict[str, object]:
+    """Save a new model version; its manifest keeps the versions of the tables it learnt from."""
+    path = ModelStore(tables, name).save(TrainedModel(model.pipeline, {**model.manifest, "read": versions_read}), note)
+    return {"path": Location(path), **versions_read_metadata(versions_read)}
+
+
+def worklist_file(tables: DeltaTables, day: str) -> str:
+    """A day's worklist for the crews: `<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv`."""
+    return f"{tables.root.rstrip('/')}/worklists/maintenance_worklist_{day}.csv"
+
+
+def store_worklist_files(tables: DeltaTables, rows: DataFrame, days: list[str]) -> dict[str, object]:
+    """One CSV file per day for the crews, most urgent first."""
+    files = write_daily_csv_files(rows, days, lambda day: worklist_file(tables, day), order_by="rank")
+    return {"csv_file": Location(files[days[-1]]), "csv_files": files}
