@@ -67,10 +67,14 @@ EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: l
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built as the README's deploy steps build it."""
-    out = tmp_path_factory.mktemp("dist")
+    """The project's wheel, built as the README's deploy steps build it, from a copy of the sources (a
+    `build/` folder left in the working copy would carry stale modules into the wheel)."""
+    out, source = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(REPO_ROOT / "batch_scoring", source / "batch_scoring", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
@@ -84,7 +88,13 @@ def local_day(trained_fleet, tmp_path_factory) -> Path:
     input_dir, trained_warehouse = trained_fleet
     local = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("local") / "warehouse")
     daily = [a for a in RAW_ASSETS if a is not raw_failures] + [features, daily_predictions, maintenance_worklist]
-    assert materialize(input_dir, local, daily, partition_key=DAY, run_config={"ops": {"maintenance_worklist": {"config": EVERY_MACHINE}}})
+    assert materialize(
+        input_dir,
+        local,
+        daily,
+        partition_key=DAY,
+        run_config={"ops": {"maintenance_worklist": {"config": EVERY_MACHINE}}},
+    )
     return local
 
 
@@ -128,8 +138,10 @@ def workspace(tmp_path: Path, wheel: Path, trained_fleet, monkeypatch, compute: 
 
 def test_the_wheel_leaves_dagster_and_spark_to_the_orchestrator(wheel):
     with zipfile.ZipFile(wheel) as archive:
+        modules = {name for name in archive.namelist() if name.endswith(".py")}
         metadata = archive.read("batch_scoring-0.1.0.dist-info/METADATA").decode()
         entry_points = archive.read("batch_scoring-0.1.0.dist-info/entry_points.txt").decode()
+    assert modules == {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "batch_scoring").rglob("*.py")}
     requires = [
         line.removeprefix("Requires-Dist: ") for line in metadata.splitlines() if line.startswith("Requires-Dist")
     ]
@@ -314,3 +326,16 @@ def test_the_double_refuses_what_the_api_refuses(tmp_path):
         status, error = call(double, "GET", "/api/2.0/dbfs/read?path=/tmp/none")
         assert (status, error["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
         assert call(double, "GET", "/api/2.1/jobs/list")[0] == 404  # not an endpoint the client calls
+        # the Files API: volumes only, missing files and non-empty directories as the API answers them
+        status, error = call(double, "GET", f"/api/2.0/fs/files{PIPES_VOLUME}/none.json")
+        assert (status, error["error_code"]) == (404, "NOT_FOUND")
+        status, error = call(double, "PUT", "/api/2.0/fs/directories/tmp/pipes")
+        assert (status, error["error_code"]) == (400, "INVALID_PARAMETER_VALUE") and "not in a volume" in error[
+            "message"
+        ]
+        assert call(double, "PUT", f"/api/2.0/fs/directories{PIPES_VOLUME}/tmp/run")[0] == 200
+        assert call(double, "PUT", f"/api/2.0/fs/files{PIPES_VOLUME}/tmp/run/1.json?overwrite=true", {})[0] == 200
+        status, error = call(double, "DELETE", f"/api/2.0/fs/directories{PIPES_VOLUME}/tmp/run")
+        assert (status, error["error_code"]) == (400, "DIRECTORY_NOT_EMPTY")
+        status, error = call(double, "PUT", f"/api/2.0/fs/files{PIPES_VOLUME}/tmp/run/1.json?mode=append", {})
+        assert status == 400 and ".mode" in error["message"]
