@@ -6,6 +6,7 @@ import warnings
 
 import dagster as dg
 import pytest
+from dagster_pyspark import LazyPySparkResource
 
 from batch_scoring import settings
 from batch_scoring.defs.definitions import build_definitions, resources_from_env
@@ -21,6 +22,10 @@ for package in (batch_scoring.lib, batch_scoring.storage):
         importlib.import_module(f"{package.__name__}.{module.name}")
 print(sorted(name for name in sys.modules if name.split(".")[0].startswith("dagster")))
 """
+REMOTE_TASK_IMPORTED = """
+import sys, batch_scoring.deploy.databricks_task
+print(sorted({name.split(".")[0] for name in sys.modules if name.split(".")[0].startswith("dagster")}))
+"""
 DEFINITIONS_IMPORTED = """
 import dagster, batch_scoring.defs.definitions as module
 print(isinstance(module.defs, dagster.Definitions))
@@ -33,6 +38,8 @@ def python_prints(code: str) -> str:
 
 def test_the_pure_modules_import_no_dagster_and_importing_the_code_location_builds_nothing():
     assert python_prints(PURE_PACKAGES_IMPORTED) == "[]"
+    # what Databricks compute runs: the steps, storage and dagster-pipes, no Dagster
+    assert python_prints(REMOTE_TASK_IMPORTED) == "['dagster_pipes']"
     assert python_prints(DEFINITIONS_IMPORTED) == "False"  # built when Dagster loads it
 
 
@@ -79,6 +86,7 @@ def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):
     assert resources["input_files"].input_dir == dg.EnvVar("BATCH_SCORING_INPUT_DIR")
     assert resources["warehouse"].root == dg.EnvVar("BATCH_SCORING_WAREHOUSE_DIR")
     assert resources["spark"].spark_config["spark.master"] == "local[*]"
+    assert isinstance(resources["spark"], LazyPySparkResource)  # dagster-pyspark's, with the project's builder
     monkeypatch.setenv("BATCH_SCORING_SPARK_MASTER", "spark://spark-master:7077")
     assert resources_from_env()["spark"].spark_config["spark.master"] == "spark://spark-master:7077"
     monkeypatch.delenv("BATCH_SCORING_SPARK_MASTER")

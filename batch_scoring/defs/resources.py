@@ -5,6 +5,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
@@ -19,24 +20,25 @@ def env_var_or_default(env_name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(env_name) if os.environ.get(env_name) else default
 
 
-class SparkResource(dg.ConfigurableResource):
-    """The process's SparkSession, built on first use from `spark_config` (`batch_scoring.settings.spark_config()`:
-    local by default; set `spark.master` to a cluster's URL to scale out, with the input and warehouse folders
-    on one file system the driver and every worker see).
-
-    The same interface as dagster-pyspark's LazyPySparkResource (`spark_config`, `spark_session`), but not
-    built on it: a Databricks job cluster imports this module too, and dagster-pyspark cannot be installed
-    there (it requires pyspark from PyPI, which would replace the platform's Spark)."""
+class SparkResource(LazyPySparkResource):
+    """dagster-pyspark's lazily created SparkSession, built by the project's one session builder
+    (`lib.spark.build_spark_session`: Delta's package and SQL extensions) from `spark_config`
+    (`batch_scoring.settings.spark_config()`: local by default; set `spark.master` to a cluster's URL to
+    scale out, with the input and warehouse folders on one file system the driver and every worker see)."""
 
     spark_config: dict[str, str] = Field(
         description="Spark settings, spark.master included (BATCH_SCORING_SPARK_MASTER, BATCH_SCORING_SPARK_CONF)."
     )
 
-    @property
-    def spark_session(self) -> SparkSession:
-        """The process's session. The first caller creates it and later callers get it as it is, so copies of
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def _init_session(self) -> None:
+        """The process's session: the first caller creates it and later callers get it as it is, so copies of
         this resource (nested in the warehouse) cannot undo its settings."""
-        return SparkSession.getActiveSession() or build_spark_session(self.spark_config)
+        if self._spark_session is None:
+            self._spark_session = SparkSession.getActiveSession() or build_spark_session(self.spark_config)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         active = SparkSession.getActiveSession()
