@@ -121,13 +121,18 @@ def run_quickstart(machines: int, start: date, days: int) -> int:
     return 0 if scoring.success else 1
 
 
+def _where(table_metadata: dict[str, object]) -> object:
+    """A table's folder, or its catalog name."""
+    return table_metadata.get("path", table_metadata.get("table"))
+
+
 def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
     """One line per table, then the model's figures and its check."""
-    lines = [f"{'table':28} {'rows':>10} {'quarantined':>12}  path"]
+    lines = [f"{'table':28} {'rows':>10} {'quarantined':>12}  where"]
     for asset, meta in latest.items():
         if "dagster/row_count" in meta:
             quarantined = f"{meta['rows_quarantined']:,}" if "rows_quarantined" in meta else "-"
-            lines.append(f"{asset:28} {meta['dagster/row_count']:>10,} {quarantined:>12}  {meta['path']}")
+            lines.append(f"{asset:28} {meta['dagster/row_count']:>10,} {quarantined:>12}  {_where(meta)}")
     model = latest.get("failure_model")
     if model:
         lines.append(
@@ -147,7 +152,7 @@ def scoring_summary(latest: dict[str, dict[str, object]]) -> str:
     lines = [
         f"Predictions: {predictions['dagster/row_count']} machines scored with model {predictions['model_version']}, "
         f"{next(iter(shares.values())):.0%} predicted to have a component fail within 7 days",
-        f"  Delta table: {predictions['path']} (version {predictions['delta_version']})",
+        f"  Delta table: {_where(predictions)} (version {predictions['delta_version']})",
         f"Worklist: {worklist['dagster/row_count']} machines at failure probability >= "
         f"{worklist['min_failure_probability']}",
         f"  CSV: {latest['maintenance_worklist_csv']['csv_file']}",

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
 WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
 SPARK_MASTER_ENV = "BATCH_SCORING_SPARK_MASTER"
 SPARK_CONF_ENV = "BATCH_SCORING_SPARK_CONF"
+CATALOG_ENV = "BATCH_SCORING_CATALOG"
+SCHEMA_ENV = "BATCH_SCORING_SCHEMA"
 ENGINE_ENV = "BATCH_SCORING_ENGINE"
 DATABRICKS_HOST_ENV = "DATABRICKS_HOST"
 DATABRICKS_TOKEN_ENV = "DATABRICKS_TOKEN"
@@ -59,6 +62,18 @@ def input_dir() -> str:
 
 def warehouse_dir() -> str:
     return from_env(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR)
+
+
+def catalog_schema() -> str:
+    """`<catalog>.<schema>` when the tables are to be catalog tables (Unity Catalog), else "" (path-based tables
+    under the warehouse folder). Both variables or neither; each a plain identifier."""
+    catalog, schema = from_env(CATALOG_ENV, ""), from_env(SCHEMA_ENV, "")
+    if bool(catalog) != bool(schema):
+        raise ValueError(f"Set both {CATALOG_ENV} and {SCHEMA_ENV} (tables <catalog>.<schema>.<asset>), or neither")
+    for name, value in ((CATALOG_ENV, catalog), (SCHEMA_ENV, schema)):
+        if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{name} is {value!r}: it must be a plain name (letters, digits, _)")
+    return f"{catalog}.{schema}" if catalog else ""
 
 
 def engine() -> str:

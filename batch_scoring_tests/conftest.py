@@ -61,9 +61,18 @@ def real_data_dir() -> Path:
     return REAL_DATA
 
 
-def dagster_resources(input_dir: Path, warehouse_dir: Path) -> dict[str, object]:
-    """The production resources, pointed at test folders and sized for tests."""
-    return pipeline_resources(TEST_SPARK, str(input_dir), str(warehouse_dir))
+@pytest.fixture
+def catalog_schema(spark, tmp_path):
+    """A schema of the session's catalog whose managed tables live under `tmp_path` (Unity Catalog's role)."""
+    name = f"pdm_{tmp_path.name.replace('-', '_')}"
+    spark.sql(f"CREATE SCHEMA spark_catalog.{name} LOCATION '{tmp_path / 'managed'}'")
+    yield f"spark_catalog.{name}"
+    spark.sql(f"DROP SCHEMA spark_catalog.{name} CASCADE")
+
+
+def dagster_resources(input_dir: Path, warehouse_dir: Path, catalog_schema: str = "") -> dict[str, object]:
+    """The production resources, pointed at test folders (and a catalog schema) and sized for tests."""
+    return pipeline_resources(TEST_SPARK, str(input_dir), str(warehouse_dir), catalog_schema)
 
 
 FLEET_DAYS = ("2015-01-01", "2015-04-30")

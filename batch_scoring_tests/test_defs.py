@@ -95,6 +95,15 @@ def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):
     resources = resources_from_env()
     assert resources["input_files"].input_dir == "data/input"
     assert resources["warehouse"].root == "data/warehouse"
+    assert resources["warehouse"].catalog_schema == ""  # path-based tables
+    monkeypatch.setenv("BATCH_SCORING_CATALOG", "main")
+    with pytest.raises(ValueError, match="Set both BATCH_SCORING_CATALOG and BATCH_SCORING_SCHEMA"):
+        resources_from_env()
+    monkeypatch.setenv("BATCH_SCORING_SCHEMA", "pdm; DROP TABLE x")
+    with pytest.raises(ValueError, match="BATCH_SCORING_SCHEMA is .*: it must be a plain name"):
+        resources_from_env()
+    monkeypatch.setenv("BATCH_SCORING_SCHEMA", "pdm")
+    assert resources_from_env()["warehouse"].catalog_schema == "main.pdm"
 
 
 def test_spark_settings_come_from_the_environment_over_the_defaults_and_bad_ones_are_named(monkeypatch):

@@ -5,7 +5,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_telemetry
+from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
@@ -14,10 +14,9 @@ from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, days
 FIRST, LAST = "2015-01-01", "2015-01-12"
 
 
-def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, **kwargs):
-    return dg.materialize(
-        RAW_ASSETS, resources=dagster_resources(input_dir, warehouse_dir), raise_on_error=raise_on_error, **kwargs
-    )
+def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, catalog_schema="", **kwargs):
+    resources = dagster_resources(input_dir, warehouse_dir, catalog_schema)
+    return dg.materialize(RAW_ASSETS, resources=resources, raise_on_error=raise_on_error, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +114,21 @@ def test_a_missing_input_file_fails_the_run_naming_folder_and_file_names(tmp_pat
         Exception, match=r"No machines file in .*input \(looked for PdM_machines\.csv, .*nor in daily drops"
     ):
         materialize_raw(tmp_path / "input", tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))
+
+
+def test_with_a_catalog_schema_the_tables_are_catalog_tables(spark, small_fleet_dir, tmp_path, catalog_schema):
+    """BATCH_SCORING_CATALOG / _SCHEMA: each asset is the Delta table <catalog>.<schema>.<asset> analysts query."""
+    selection = [raw_machines, raw_telemetry]
+    result = materialize_raw(
+        small_fleet_dir,
+        tmp_path / "volume",
+        catalog_schema=catalog_schema,
+        partition_key="2015-01-03",
+        selection=selection,
+    )
+    assert result.success
+    meta = materialization_metadata(result, "raw_telemetry")
+    assert meta["table"] == f"{catalog_schema}.raw_telemetry" and "path" not in meta
+    assert spark.table(f"{catalog_schema}.raw_telemetry").count() == meta["dagster/row_count"] == 6 * 24
+    assert spark.table(f"{catalog_schema}.quarantine_raw_telemetry").columns[-1] == "date"
+    assert spark.table(f"{catalog_schema}.raw_machines").count() == 6

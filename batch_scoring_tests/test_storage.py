@@ -134,3 +134,21 @@ def test_reading_takes_no_lock(spark, tmp_path):
     frame(spark, [(1, date(2015, 1, 1))]).write.format("delta").save(str(tmp_path / "t"))  # written by another tool
     assert table_rows(DeltaTables(spark, str(tmp_path))) == [(1, "2015-01-01")]
     assert not (tmp_path / LOCKS_FOLDER).exists()  # so a read-only warehouse can be read
+
+
+def test_with_a_catalog_schema_tables_are_catalog_tables_written_and_read_by_name(spark, tmp_path, catalog_schema):
+    store = DeltaTables(spark, str(tmp_path / "volume"), catalog_schema)
+    store.write("quarantine/t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), SCHEMA, DAYS, "run a")
+    store.write("quarantine/t", frame(spark, [(3, date(2015, 1, 2))]), SCHEMA, ["2015-01-02"], "run b")
+    name = f"{catalog_schema}.quarantine_t"
+    assert store.location("quarantine/t") == name and store.exists("quarantine/t")
+    # what an analyst's SQL sees: the table by its name, replaced day by day, with its history
+    assert sorted(tuple(r) for r in spark.sql(f"SELECT value, date FROM {name}").collect()) == [
+        (1, date(2015, 1, 1)),
+        (3, date(2015, 1, 2)),
+    ]
+    history = spark.sql(f"DESCRIBE HISTORY {name}").orderBy("version").collect()
+    assert [(h.operation, h.userMetadata) for h in history][-1] == ("WRITE", "run b")
+    assert sorted(r.value for r in store.read("quarantine/t", SCHEMA, None, version=1).collect()) == [1, 2]
+    assert store.gaps("quarantine/t", SCHEMA, ["2015-01-01", "2015-01-02"], store.version("quarantine/t")) == []
+    assert not (tmp_path / "volume").exists(), "no table files under the root: the catalog keeps them"

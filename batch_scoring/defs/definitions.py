@@ -13,9 +13,11 @@ from batch_scoring.defs.schedules import daily_scoring_schedule
 from batch_scoring.defs.sensors import new_data_sensor
 
 
-def pipeline_resources(spark: SparkResource, input_dir: str | dg.EnvVar, warehouse_dir: str | dg.EnvVar) -> dict:
-    """Every resource the assets use, around one Spark resource and the two folders."""
-    warehouse = Warehouse(root=warehouse_dir, spark=spark)
+def pipeline_resources(
+    spark: SparkResource, input_dir: str | dg.EnvVar, warehouse_dir: str | dg.EnvVar, catalog_schema: str = ""
+) -> dict:
+    """Every resource the assets use, around one Spark resource, the two folders and the tables' catalog."""
+    warehouse = Warehouse(root=warehouse_dir, catalog_schema=catalog_schema, spark=spark)
     return {
         "spark": spark,
         "input_files": InputFiles(input_dir=input_dir),
@@ -30,6 +32,7 @@ def resources_from_env() -> dict:
         SparkResource(spark_config=settings.spark_config()),
         env_var_or_default(settings.INPUT_DIR_ENV, settings.DEFAULT_INPUT_DIR),
         env_var_or_default(settings.WAREHOUSE_DIR_ENV, settings.DEFAULT_WAREHOUSE_DIR),
+        settings.catalog_schema(),
     )
 
 

@@ -67,10 +67,16 @@ class InputFiles(dg.ConfigurableResource):
 
 
 class Warehouse(dg.ConfigurableResource):
-    """Where every table is kept: the Delta table `<root>/<asset name>/`, daily ones partitioned by `date`."""
+    """Where every table is kept: the Delta table `<root>/<asset name>/`, or `<catalog>.<schema>.<asset name>`
+    in a catalog; daily ones partitioned by `date`. Models and the crews' files are under `root` either way."""
 
     root: str = Field(description="Warehouse folder or URI (BATCH_SCORING_WAREHOUSE_DIR).")
+    catalog_schema: str = Field(
+        default="",
+        description="<catalog>.<schema> of the tables (BATCH_SCORING_CATALOG, BATCH_SCORING_SCHEMA); "
+        "empty: path-based tables under root.",
+    )
     spark: SparkResource
 
     def tables(self) -> DeltaTables:
-        return DeltaTables(self.spark.spark_session, self.root)
+        return DeltaTables(self.spark.spark_session, self.root, self.catalog_schema)

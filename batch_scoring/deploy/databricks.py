@@ -50,6 +50,9 @@ class DatabricksRuns(dg.ConfigurableResource):
     )
     input_dir: str = Field(description="The input folder as the compute sees it (BATCH_SCORING_INPUT_DIR).")
     warehouse_dir: str = Field(description="The warehouse as the compute sees it (BATCH_SCORING_WAREHOUSE_DIR).")
+    catalog_schema: str = Field(
+        default="", description="<catalog>.<schema> of the tables (BATCH_SCORING_CATALOG, BATCH_SCORING_SCHEMA)."
+    )
     poll_interval_seconds: float = Field(
         default=10.0,
         description="How often the run's state and its Pipes messages are read "
@@ -108,7 +111,12 @@ class DatabricksRuns(dg.ConfigurableResource):
             if context.has_partition_key_range
             else ""
         )
-        extras = {"input_dir": self.input_dir, "warehouse_dir": self.warehouse_dir, "config": config}
+        extras = {
+            "input_dir": self.input_dir,
+            "warehouse_dir": self.warehouse_dir,
+            "catalog_schema": self.catalog_schema,
+            "config": config,
+        }
         return self._pipes_client().run(
             context=context,
             task=jobs.SubmitTask.from_dict(self.submit_task()),
@@ -158,5 +166,6 @@ def databricks_runs_from_env() -> DatabricksRuns:
         volume=env_var_or_default(settings.DATABRICKS_VOLUME_ENV, ""),
         input_dir=env_var_or_default(settings.INPUT_DIR_ENV, settings.DEFAULT_INPUT_DIR),
         warehouse_dir=env_var_or_default(settings.WAREHOUSE_DIR_ENV, settings.DEFAULT_WAREHOUSE_DIR),
+        catalog_schema=settings.catalog_schema(),
         poll_interval_seconds=settings.databricks_poll_seconds(),
     )

@@ -286,7 +286,7 @@ def main() -> int:
         extras = pipes.extras
         scope = RunScope(
             spark=spark,
-            tables=DeltaTables(spark, extras["warehouse_dir"]),
+            tables=DeltaTables(spark, extras["warehouse_dir"], extras["catalog_schema"]),
             input_dir=Path(extras["input_dir"]),
             days=run_days(pipes),
             config=extras["config"],

@@ -6,6 +6,10 @@ partitioned by its `date` column; writing some days replaces exactly those days 
 a rerun never duplicates rows and a failed write leaves the previous version. Every commit names the
 write it came from (`userMetadata`), so `DESCRIBE HISTORY` tells which run wrote which version.
 
+With a Unity Catalog schema (`<catalog>.<schema>`), table `name` is instead the catalog's Delta table
+`<catalog>.<schema>.<name with / as _>` (`saveAsTable`, read by name), so analysts query it in Databricks
+SQL; files that are not tables (model pipelines, the crews' CSV files) stay under `<root>`, a volume.
+
 Reads are pinned to one table version: Delta keeps the files of older versions until a VACUUM, so a
 step reads the same rows whatever other runs commit meanwhile, and a version can be read again later
 (time travel). Delta detects conflicting commits itself on cloud storage; on a local file system its
@@ -57,35 +61,55 @@ def schema_differences(actual: T.StructType, declared: T.StructType) -> list[str
 
 
 class DeltaTables:
-    """The warehouse's tables under one root: `<root>/<name>/`, each a Delta table."""
+    """The warehouse's tables: `<root>/<name>/`, or `<catalog>.<schema>.<name>` given `catalog_schema`."""
 
-    def __init__(self, spark: SparkSession, root: str):
+    def __init__(self, spark: SparkSession, root: str, catalog_schema: str | None = None):
         self.spark = spark
         self.root = root if urlparse(root).scheme else os.path.abspath(root)
-        self._local = self._is_local_file_system()
+        self.catalog_schema = catalog_schema or None
+        self._local = self.catalog_schema is None and self._is_local_file_system()
 
-    def location(self, name: str) -> str:
+    def path(self, name: str) -> str:
+        """A folder under the root (where files that are not catalog tables go)."""
         return f"{self.root.rstrip('/')}/{name}"
 
+    def table_name(self, name: str) -> str:
+        """The catalog's name of a table (catalog tables only)."""
+        return f"{self.catalog_schema}.{name.replace('/', '_')}"
+
+    def location(self, name: str) -> str:
+        """Where table `name` is: its folder, or its catalog name."""
+        return self.table_name(name) if self.catalog_schema else self.path(name)
+
+    def _delta_table(self, name: str) -> DeltaTable:
+        if self.catalog_schema:
+            return DeltaTable.forName(self.spark, self.table_name(name))
+        return DeltaTable.forPath(self.spark, self.path(name))
+
     def exists(self, name: str) -> bool:
-        return DeltaTable.isDeltaTable(self.spark, self.location(name))
+        if self.catalog_schema:
+            return self.spark.catalog.tableExists(self.table_name(name))
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
 
     def version(self, name: str) -> int:
         """The table's newest committed version."""
         if not self.exists(name):
             raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
-        return DeltaTable.forPath(self.spark, self.location(name)).history(1).select("version").first()[0]
+        return self._delta_table(name).history(1).select("version").first()[0]
+
+    def _load(self, name: str, version: int | None = None) -> DataFrame:
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.table(self.table_name(name)) if self.catalog_schema else reader.load(self.path(name))
 
     def read(
         self, name: str, schema: T.StructType, partitions: Sequence[str] | None = None, version: int | None = None
     ) -> DataFrame:
         """Table `name` at `version` (default: the newest), checked against `schema`; given
         `partitions`, only the rows of those days (days without rows give none)."""
-        reader = self.spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
         try:
-            table = reader.load(self.location(name))
+            table = self._load(name, version)
         except AnalysisException as error:
             if not self.exists(name):
                 raise TableNotFound(
@@ -153,18 +177,26 @@ class DeltaTables:
                 return self.version(name)  # no rows over no rows: nothing to commit (the common empty quarantine)
             # Delta records the version of the session's last commit
             self.spark.conf.unset(_LAST_COMMIT_SETTING)
-            writer.save(self.location(name))
+            writer.saveAsTable(self.table_name(name)) if self.catalog_schema else writer.save(self.path(name))
             committed = self.spark.conf.get(_LAST_COMMIT_SETTING, None)
             return int(committed) if committed is not None else self.version(name)
 
     def _holds_no_rows(self, name: str, predicate: str | None) -> bool:
-        table = self.spark.read.format("delta").load(self.location(name))
+        table = self._load(name)
         return (table.where(predicate) if predicate else table).isEmpty()
 
     def _create(self, name: str, schema: T.StructType, partitioned: bool) -> None:
         """Create the table with the declared schema, so its non-null columns are enforced from the first write
-        (if another writer created it meanwhile, that one stays)."""
-        builder = DeltaTable.createIfNotExists(self.spark).location(self.location(name)).addColumns(schema)
+        (if another writer created it meanwhile, that one stays). A catalog table is created in SQL, which
+        takes a three-part name everywhere (Delta's table builder takes two parts outside Databricks)."""
+        if self.catalog_schema:
+            columns = ", ".join(
+                f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}" for f in schema.fields
+            )
+            partitioning = f" PARTITIONED BY ({PARTITION_COLUMN})" if partitioned else ""
+            self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.table_name(name)} ({columns}) USING DELTA{partitioning}")
+            return
+        builder = DeltaTable.createIfNotExists(self.spark).location(self.path(name)).addColumns(schema)
         if partitioned:
             builder = builder.partitionedBy(PARTITION_COLUMN)
         builder.execute()

@@ -42,7 +42,7 @@ class ModelStore:
 
     @property
     def location(self) -> str:
-        return self.tables.location(self.name)
+        return self.tables.path(self.name)
 
     def pipeline_location(self, version: str) -> str:
         return f"{self.location}/versions/{version}/pipeline"

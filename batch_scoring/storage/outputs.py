@@ -36,8 +36,9 @@ def store_table(
     """Write `rows` as table `name` (or its `partitions`) in one commit. The metadata comes from the rows
     written (steps persist what they return) rather than from reading the table back."""
     version = tables.write(name, rows, schema, partitions, note)
+    where = {"table": tables.table_name(name)} if tables.catalog_schema else {"path": Location(tables.path(name))}
     return {
-        "path": Location(tables.location(name)),
+        **where,
         "delta_version": version,
         **versions_read_metadata(versions_read),
         **table_summary(rows),
