@@ -162,7 +162,10 @@ def test_databricks_mode_keeps_the_asset_graph_and_takes_its_secrets_only_from_e
         for asset in {local_defs.resolve_assets_def(k) for k in local_defs.resolve_asset_graph().get_all_asset_keys()}
         if asset.op.config_field and getattr(asset.op.config_field.config_type, "fields", {})
     }
-    assert config_fields(node) == local_config and local_config["raw_telemetry"] == ["max_quarantined_share"]
+    assert config_fields(node) == local_config and local_config["raw_telemetry"] == [
+        "max_quarantined_share",
+        "plausible_ranges",
+    ]
     databricks = defs.resources["databricks"]
     assert databricks.host == dg.EnvVar("DATABRICKS_HOST") and databricks.token == dg.EnvVar("DATABRICKS_TOKEN")
     assert databricks.compute == "job_cluster"

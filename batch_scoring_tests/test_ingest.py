@@ -218,3 +218,37 @@ def test_missing_column_is_an_error_naming_file_and_field(spark, tmp_path):
     path = write_file(tmp_path, "telemetry.csv", ["datetime,machineID,volt,rotate,vibration", "x,1,2,3,4"])
     with pytest.raises(InputFileError, match=rf"{path}: no column pressure in the header"):
         checked(spark, tmp_path, TELEMETRY)
+
+
+def test_absurd_readings_and_foreign_number_spellings_are_quarantined_not_kept(spark, tmp_path):
+    """A finite but impossible reading would crash the features' exact arithmetic far from its file and line;
+    Java's number spellings are not numbers in these files."""
+    path = write_file(
+        tmp_path,
+        "telemetry.csv",
+        [
+            "datetime,machineID,volt,rotate,pressure,vibration",
+            "2015-01-03 06:00:00,1,170,450,100,40",  # 2: kept
+            "2015-01-03 07:00:00,1,-1e6,450,100,40",  # 3: below the volt range
+            "2015-01-03 08:00:00,1,170,1e12,100,40",  # 4: above the rotate range
+            "2015-01-03 09:00:00,1,0x1.5p7,450,100,40",  # 5: a hexadecimal float
+            "2015-01-03 10:00:00,1,170.5d,450,100,40",  # 6: a Java double suffix
+            "2015-01-03 11:00:00,1,1.7E2,450,100,40",  # 7: kept: an exponent is a decimal spelling
+            "2015-01-03 12:00:00,1,380,450,100,40",  # 8: kept by default, out of a narrower range
+        ],
+    )
+    result = checked(spark, tmp_path, TELEMETRY)
+    found = {r.line_number: (r.reason, r.field, r.detail) for r in quarantined_rows(result).collect()}
+    assert found == {
+        3: ("out_of_range", "volt", "-1e6"),
+        4: ("out_of_range", "rotate", "1e12"),
+        5: ("not_numeric", "volt", "0x1.5p7"),
+        6: ("not_numeric", "volt", "170.5d"),
+    }
+    assert sorted(r.volt for r in kept_rows(result, TELEMETRY).collect()) == [170.0, 170.0, 380.0]
+    # a run's config narrows a range
+    narrower = TELEMETRY.with_ranges({"volt": [100, 300]})
+    rows = check_rows(numbered_lines(spark, path).lines, narrower, str(path), read_header(path))
+    assert {r.line_number: r.reason for r in quarantined_rows(rows).collect()}[8] == "out_of_range"
+    with pytest.raises(ValueError, match="No numeric field speed in telemetry"):
+        TELEMETRY.with_ranges({"speed": [0, 1]})

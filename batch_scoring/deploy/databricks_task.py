@@ -155,9 +155,11 @@ def _ingest_step(table: SourceTable) -> Callable[[RunScope, StepInputs], StepOut
     def ingest(scope: RunScope, inputs: StepInputs) -> StepOutcome:
         days = scope.days if table.daily_partitioned else None
         known = None if table is MACHINES else inputs.table(MACHINES.asset, MACHINES.schema).select("machine_id")
-        max_share = scope.config[table.asset]["max_quarantined_share"]
+        config = scope.config[table.asset]
         sources = source_files(scope.input_dir, table, days)
-        return steps.ingest(scope.spark, table, sources, days, known, max_share)
+        return steps.ingest(
+            scope.spark, table, sources, days, known, config["max_quarantined_share"], config["plausible_ranges"]
+        )
 
     return ingest
 

@@ -179,13 +179,18 @@ def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
     return NumberedLines(numbered, lines_before)
 
 
+# how a number is written in these files: decimal, maybe with an exponent (or NaN / Infinity, which are
+# numbers but not finite); Spark's cast would also take Java spellings such as 0x1.5p7 or 170.5d
+DECIMAL_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$|^(?i)[+-]?(nan|inf|infinity)$"
+
+
 def _parsed_value(raw: Column, field: SourceField) -> Column:
     if field.kind == "timestamp":
         return F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
     if field.kind == "integer":
         return raw.try_cast("int")
     if field.kind == "double":
-        return raw.try_cast("double")
+        return F.when(raw.rlike(DECIMAL_NUMBER), raw.try_cast("double"))
     return raw
 
 
@@ -208,6 +213,8 @@ def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Colum
             rules.append((F.isnan(parsed) | (F.abs(parsed) == float("inf")), "not_finite", field.source, given))
         if field.minimum is not None:
             rules.append((parsed < field.minimum, "out_of_range", field.source, given))
+        if field.maximum is not None:
+            rules.append((parsed > field.maximum, "out_of_range", field.source, given))
         if field.allowed is not None:
             rules.append((~given.isin(*field.allowed), field.unknown_reason, field.source, given))
     problem = F.lit(None)

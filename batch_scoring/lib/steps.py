@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -181,10 +181,16 @@ def ingest(
     days: list[date] | None,
     known_machine_ids: DataFrame | None,
     max_quarantined_share: float,
+    plausible_ranges: Mapping[str, Sequence[float]] | None = None,
 ) -> StepOutcome:
     """Read one input table's files: its kept rows, its quarantined rows and the quarantine check. A daily
     table keeps the rows dated in `days`; its quarantine replaces those days, and the undated rows of the
-    bulk file when the step read it (each step reading it finds the same ones)."""
+    bulk file when the step read it (each step reading it finds the same ones). `plausible_ranges`
+    overrides the table's ranges of numeric fields (`{"volt": [0, 400]}`)."""
+    try:
+        table = table.with_ranges(plausible_ranges or {})
+    except ValueError as error:
+        raise StepFailed(f"plausible_ranges of {table.asset}: {error}") from error
     dates = (days[0], days[-1] + timedelta(days=1)) if days else None
     checked = check_files(spark, table, sources, known_machine_ids, dates).persist(StorageLevel.MEMORY_AND_DISK)
     counts = count_outcomes(checked)

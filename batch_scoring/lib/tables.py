@@ -6,7 +6,8 @@ how it names the columns) and the storage layer (the declared schema of each Del
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pyspark.sql import types as T
@@ -41,6 +42,7 @@ class SourceField:
     allowed: tuple[str, ...] | None = None
     unknown_reason: str = "unknown_value"
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def spark_type(self) -> T.DataType:
@@ -67,6 +69,24 @@ class SourceTable:
             columns.append(T.StructField("date", T.DateType(), nullable=False))
         return T.StructType(columns)
 
+    def with_ranges(self, ranges: Mapping[str, Sequence[float]]) -> SourceTable:
+        """This table with other plausible ranges for some numeric fields, by warehouse column:
+        `{"volt": [0, 400]}`; values outside a field's range are quarantined as out_of_range."""
+        numeric = {f.name for f in self.fields if f.kind in ("integer", "double")}
+        unknown = sorted(set(ranges) - numeric)
+        if unknown:
+            raise ValueError(
+                f"No numeric field {', '.join(unknown)} in {self.name} (its are: {', '.join(sorted(numeric))})"
+            )
+        for name, bounds in ranges.items():
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"The range of {self.name}.{name} must be [lowest, highest], not {list(bounds)}")
+        fields = tuple(
+            replace(f, minimum=float(ranges[f.name][0]), maximum=float(ranges[f.name][1])) if f.name in ranges else f
+            for f in self.fields
+        )
+        return replace(self, fields=fields)
+
     @property
     def column_names(self) -> list[str]:
         return [f.name for f in self.schema.fields]
@@ -76,6 +96,12 @@ class SourceTable:
         """Every file name accepted for this table, in the order they are looked for."""
         return [f"{stem}{suffix}" for stem in self.file_stems for suffix in (".csv", ".csv.gz")]
 
+
+# What a reading or a fact can plausibly be (units as in the data set): beyond, a value is a fault of the
+# file, not of the machine, and is quarantined as out_of_range. Runs may narrow or widen them
+# (raw assets' config `plausible_ranges`).
+SENSOR_RANGES = {"volt": (0.0, 1000.0), "rotate": (0.0, 10000.0), "pressure": (0.0, 1000.0), "vibration": (0.0, 1000.0)}
+MAX_AGE_YEARS = 100
 
 DATETIME = SourceField("datetime", "datetime", "timestamp")
 MACHINE_ID = SourceField("machineID", "machine_id", "integer", minimum=1)
@@ -87,7 +113,7 @@ MACHINES = SourceTable(
     fields=(
         MACHINE_ID,
         SourceField("model", "model", "string"),
-        SourceField("age", "age", "integer", minimum=0),
+        SourceField("age", "age", "integer", minimum=0, maximum=MAX_AGE_YEARS),
     ),
     key=("machine_id",),
     requires_rows=True,
@@ -97,7 +123,11 @@ TELEMETRY = SourceTable(
     name="telemetry",
     asset="raw_telemetry",
     file_stems=("PdM_telemetry", "telemetry"),
-    fields=(DATETIME, MACHINE_ID, *(SourceField(s, s, "double") for s in SENSORS)),
+    fields=(
+        DATETIME,
+        MACHINE_ID,
+        *(SourceField(s, s, "double", minimum=SENSOR_RANGES[s][0], maximum=SENSOR_RANGES[s][1]) for s in SENSORS),
+    ),
     key=("machine_id", "datetime"),
     requires_rows=True,
     daily_partitioned=True,

@@ -28,6 +28,14 @@ class IngestConfig(dg.Config):
             f"{QUARANTINE_CHECK} fails and nothing downstream runs on the table."
         ),
     )
+    plausible_ranges: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description=(
+            'Other plausible ranges for numeric fields, by column: {"volt": [0, 400]}. Values outside are '
+            "quarantined as out_of_range. Defaults: volt 0-1000 V, rotate 0-10000 rpm, pressure 0-1000, "
+            "vibration 0-1000, age 0-100 years."
+        ),
+    )
 
 
 def quarantine_key(table: SourceTable) -> dg.AssetKey:
@@ -50,7 +58,13 @@ def ingest_table(
     yield from step_results(
         context,
         lambda: steps.ingest(
-            spark.spark_session, table, sources, days, known_machine_ids, config.max_quarantined_share
+            spark.spark_session,
+            table,
+            sources,
+            days,
+            known_machine_ids,
+            config.max_quarantined_share,
+            config.plausible_ranges,
         ),
     )
 
