@@ -252,3 +252,20 @@ def test_absurd_readings_and_foreign_number_spellings_are_quarantined_not_kept(s
     assert {r.line_number: r.reason for r in quarantined_rows(rows).collect()}[8] == "out_of_range"
     with pytest.raises(ValueError, match="No numeric field speed in telemetry"):
         TELEMETRY.with_ranges({"speed": [0, 1]})
+
+
+def test_a_key_given_twice_with_other_values_is_a_conflict_showing_both_lines(spark, tmp_path):
+    write_file(
+        tmp_path,
+        "machines.csv",
+        ["machineID,model,age", "1,model3,18", "1,model3,18", "1,model2,7", "2,model9,4", "3,model1,2"],
+    )
+    found = {
+        r.line_number: (r.reason, r.field, r.detail)
+        for r in quarantined_rows(checked(spark, tmp_path, MACHINES)).collect()
+    }
+    assert found == {
+        3: ("duplicate", None, "same key as line 2"),
+        4: ("conflicting_duplicate", None, "same key as line 2, which says: 1,model3,18"),
+        5: ("unknown_model", "model", "model9"),
+    }

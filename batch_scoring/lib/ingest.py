@@ -321,14 +321,25 @@ def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> Dat
 
 
 def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
-    """Of the rows sharing the table's key, all but the first (by file, then line) are duplicates."""
+    """Of the rows sharing the table's key, all but the first (by file, then line) are quarantined: as
+    `duplicate` when they repeat the first row's values, as `conflicting_duplicate` (with the first line)
+    when they say something else about the same key."""
     position = F.struct("file_order", "line_number", "source_file")
-    first = F.min(position).over(Window.partitionBy(F.col("problem").isNull(), *table.key))
-    where_first = F.when(first["source_file"] == F.col("source_file"), F.lit("")).otherwise(
-        F.concat(F.lit(" of "), first["source_file"])
+    values = F.struct(*[f.name for f in table.fields if f.name not in table.key])
+    window = Window.partitionBy(F.col("problem").isNull(), *table.key)
+    first = F.min(F.struct(position.alias("position"), values.alias("values"), F.col("line"))).over(window)
+    at = first["position"]
+    where_first = F.when(at["source_file"] == F.col("source_file"), F.lit("")).otherwise(
+        F.concat(F.lit(" of "), at["source_file"])
     )
-    detail = F.concat(F.lit("same key as line "), first["line_number"].cast("string"), where_first)
-    return _flag(rows, position != first, _problem("duplicate", None, detail))
+    same_key = F.concat(F.lit("same key as line "), at["line_number"].cast("string"), where_first)
+    conflicting = F.concat(same_key, F.lit(", which says: "), first["line"])
+    rows = _flag(
+        rows,
+        (position != at) & ~values.eqNullSafe(first["values"]),
+        _problem("conflicting_duplicate", None, conflicting),
+    )
+    return _flag(rows, position != at, _problem("duplicate", None, same_key))
 
 
 def check_rows(

@@ -112,7 +112,8 @@ MACHINES = SourceTable(
     file_stems=("PdM_machines", "machines"),
     fields=(
         MACHINE_ID,
-        SourceField("model", "model", "string"),
+        # the models the failure model knows: another is quarantined rather than scored blind
+        SourceField("model", "model", "string", MACHINE_MODELS, "unknown_model"),
         SourceField("age", "age", "integer", minimum=0, maximum=MAX_AGE_YEARS),
     ),
     key=("machine_id",),
