@@ -269,3 +269,24 @@ def test_a_key_given_twice_with_other_values_is_a_conflict_showing_both_lines(sp
         4: ("conflicting_duplicate", None, "same key as line 2, which says: 1,model3,18"),
         5: ("unknown_model", "model", "model9"),
     }
+
+
+def test_readings_off_the_hour_and_lines_not_utf8_anywhere_in_a_file_are_quarantined(spark, tmp_path):
+    header = "datetime,machineID,volt,rotate,pressure,vibration"
+    good = [f"2015-01-03 {h:02d}:00:00,1,170,450,100,40" for h in range(20)]
+    path = tmp_path / "telemetry.csv"
+    lines = [header.encode(), *(line.encode() for line in good)]
+    lines[15] = b"2015-01-03 14:00:00,1,17\xff0,450,100,40"  # line 16: a bad byte far from the start
+    lines += [b"2015-01-03 07:30:00,1,170,450,100,40", b"2015-01-03 06:00:00.500,1,170,450,100,40"]  # 22, 23
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = checked(spark, tmp_path, TELEMETRY)
+    found = {r.line_number: r for r in quarantined_rows(result).collect()}
+    assert {n: (r.reason, r.field) for n, r in found.items()} == {
+        16: ("not_utf8", None),
+        22: ("off_hour", "datetime"),
+        23: ("off_hour", "datetime"),
+    }
+    assert found[16].detail == "bytes " + lines[15].hex().upper()
+    assert found[16].line == "2015-01-03 14:00:00,1,17\ufffd0,450,100,40"
+    assert found[22].detail == "2015-01-03 07:30:00"
+    assert kept_rows(result, TELEMETRY).count() == 19

@@ -136,11 +136,12 @@ def source_files(input_dir: Path, table: SourceTable, days: list[date] | None = 
 
 
 def read_header(path: Path) -> list[str]:
-    """The column names on the first line of a CSV file, gzipped or not."""
+    """The column names on the first line of a CSV file, gzipped or not. Only that line is decoded: a bad
+    byte further in is the business of its own line."""
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            first = handle.readline()
+        with opener(path, "rb") as handle:
+            first = handle.readline().decode("utf-8-sig")
     except (OSError, EOFError, UnicodeDecodeError) as error:
         raise InputFileError(f"{path}: cannot be read as UTF-8 CSV ({error})") from error
     if not first.strip():
@@ -200,6 +201,8 @@ _NOT_PARSED = {"timestamp": "bad_timestamp", "integer": "not_integer", "double":
 def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Column], extra: Column) -> Column:
     """The first rule a row breaks, as struct(reason, field, detail), or null for a good row."""
     rules: list[tuple[Column, str, str | None, Column]] = [
+        # Spark keeps a line's bytes as read: a line that is not UTF-8 is shown as its bytes, in hex
+        (~F.is_valid_utf8("line"), "not_utf8", None, F.concat(F.lit("bytes "), F.hex(F.col("line").cast("binary")))),
         (F.trim(F.col("line")) == "", "blank_line", None, F.lit(None)),
         (extra.isNotNull(), "extra_fields", None, F.lit("more fields than the header names")),
     ]
@@ -211,6 +214,8 @@ def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Colum
             rules.append((parsed.isNull(), _NOT_PARSED[field.kind], field.source, given))
         if field.kind == "double":
             rules.append((F.isnan(parsed) | (F.abs(parsed) == float("inf")), "not_finite", field.source, given))
+        if field.kind == "timestamp" and table.hourly:
+            rules.append((F.date_trunc("hour", parsed) != parsed, "off_hour", field.source, given))
         if field.minimum is not None:
             rules.append((parsed < field.minimum, "out_of_range", field.source, given))
         if field.maximum is not None:
@@ -377,10 +382,14 @@ def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
 
 
 def quarantined_rows(checked: DataFrame) -> DataFrame:
-    """Rejected rows in the quarantine layout; `date` is the row's day, or `undated`."""
-    day = F.coalesce(F.date_format(F.col("day"), "yyyy-MM-dd"), F.lit(UNDATED))
+    """Rejected rows in the quarantine layout; `date` is the row's day, or `undated`; a line that is not
+    UTF-8 is kept readable (U+FFFD for its bad bytes, which its detail lists)."""
+    columns = {
+        "date": F.coalesce(F.date_format(F.col("day"), "yyyy-MM-dd"), F.lit(UNDATED)),
+        "line": F.make_valid_utf8("line"),
+    }
     return checked.where(F.col("reason").isNotNull()).select(
-        *[F.col(f.name) if f.name != "date" else day.alias("date") for f in QUARANTINE_SCHEMA.fields]
+        *[columns.get(f.name, F.col(f.name)).alias(f.name) for f in QUARANTINE_SCHEMA.fields]
     )
 
 

@@ -60,6 +60,7 @@ class SourceTable:
     key: tuple[str, ...]
     requires_rows: bool
     daily_partitioned: bool = False
+    hourly: bool = False  # one row per machine and hour, on the hour: another time is quarantined (off_hour)
 
     @property
     def schema(self) -> T.StructType:
@@ -132,6 +133,7 @@ TELEMETRY = SourceTable(
     key=("machine_id", "datetime"),
     requires_rows=True,
     daily_partitioned=True,
+    hourly=True,
 )
 
 
