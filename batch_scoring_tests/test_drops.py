@@ -14,7 +14,7 @@ from batch_scoring.defs.sensors import new_data_sensor
 from batch_scoring.lib.ingest import InputFileError, SourceFile, plan_sources
 from batch_scoring.lib.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import dagster_resources
+from batch_scoring_tests.conftest import dagster_resources, materialization_metadata
 
 D1, D2, D3 = date(2015, 1, 4), date(2015, 1, 5), date(2015, 1, 6)
 
@@ -80,10 +80,12 @@ def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp
             "PdM_errors.csv": "datetime,machineID,errorID\n2015-01-05 13:00:00,2,error4\n",
         },
     )
+    (input_dir / "daily" / "2015-01-05 (resent)").mkdir()  # not a drop: never read, but said
     warehouse = tmp_path / "warehouse"
     resources = dagster_resources(input_dir, warehouse)
     dg.materialize(RAW_ASSETS, selection=[raw_machines, raw_errors], resources=resources)
-    dg.materialize(RAW_ASSETS, selection=[raw_telemetry], resources=resources, partition_key="2015-01-05")
+    result = dg.materialize(RAW_ASSETS, selection=[raw_telemetry], resources=resources, partition_key="2015-01-05")
+    assert materialization_metadata(result, "raw_telemetry")["ignored_in_drops_folder"] == ["2015-01-05 (resent)"]
     store = DeltaTables(spark, str(warehouse))
     day = store.read("raw_telemetry", TELEMETRY.schema, ["2015-01-05"])
     assert day.count() == 6 * 24 and day.where(F.col("volt") != 999.0).count() == 0  # from the drop only
@@ -140,3 +142,14 @@ def test_the_sensor_skips_drops_outside_the_partitions_and_says_so(tmp_path):
     result, _ = evaluate(tmp_path)
     assert isinstance(result, dg.SkipReason)
     assert "outside the daily partitions (2015-01-01 to yesterday): 2014-12-30" in result.skip_message
+
+
+@pytest.mark.unit
+def test_a_folder_in_the_drops_folder_not_named_by_a_day_is_reported_not_ignored(tmp_path):
+    (tmp_path / "daily" / "2015-1-4").mkdir(parents=True)
+    result, _ = evaluate(tmp_path)
+    assert "ignored, not named YYYY-MM-DD: 2015-1-4" in result.skip_message
+    drop(tmp_path, D1, {"PdM_telemetry.csv": "a"})
+    requests, cursor = evaluate(tmp_path)
+    result, _ = evaluate(tmp_path, cursor)
+    assert "No new or changed drops" in result.skip_message and "2015-1-4" in result.skip_message

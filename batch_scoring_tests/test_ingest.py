@@ -290,3 +290,29 @@ def test_readings_off_the_hour_and_lines_not_utf8_anywhere_in_a_file_are_quarant
     assert found[16].line == "2015-01-03 14:00:00,1,17\ufffd0,450,100,40"
     assert found[22].detail == "2015-01-03 07:30:00"
     assert kept_rows(result, TELEMETRY).count() == 19
+
+
+def test_rows_dated_outside_the_partitions_are_quarantined_not_lost(spark, tmp_path):
+    """A day's run reading the bulk file accounts for the rows no partition will ever read."""
+    path = write_file(
+        tmp_path,
+        "telemetry.csv",
+        [
+            "datetime,machineID,volt,rotate,pressure,vibration",
+            "2014-12-31 23:00:00,1,170,450,100,40",  # 2: before the first partition
+            "2015-01-03 06:00:00,1,170,450,100,40",  # 3: the run's day: kept
+            "2015-01-04 06:00:00,1,170,450,100,40",  # 4: another partition's row: left to its run
+            "2031-07-01 06:00:00,1,170,450,100,40",  # 5: years ahead
+        ],
+    )
+    lines = numbered_lines(spark, path).lines
+    calendar = (date(2015, 1, 1), date(2026, 1, 1))
+    result = check_rows(
+        lines, TELEMETRY, str(path), read_header(path), None, (date(2015, 1, 3), date(2015, 1, 4)), calendar
+    )
+    found = {r.line_number: (r.reason, r.detail, r.date) for r in quarantined_rows(result).collect()}
+    assert found == {
+        2: ("outside_calendar", "dated 2014-12-31; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
+        5: ("outside_calendar", "dated 2031-07-01; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
+    }
+    assert [r.line_number for r in result.where("reason is null").collect()] == [3]

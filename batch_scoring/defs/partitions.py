@@ -1,6 +1,7 @@
 """The one daily partitioning shared by every day-based asset, so their partitions line up."""
 
 import warnings
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -12,6 +13,13 @@ DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="
 # are silenced, by name, here where the parameters are used.
 for _beta_parameter in ("backfill_policy", "allow_nonexistent_upstream_partitions"):
     warnings.filterwarnings("ignore", message=f"Parameter `{_beta_parameter}`", category=dg.BetaWarning)
+
+
+def calendar() -> tuple[date, date]:
+    """The daily partitions as days [first, end): from FIRST_DAY to the last complete UTC day."""
+    last = DAILY_PARTITIONS.get_last_partition_key()
+    return date.fromisoformat(FIRST_DAY), date.fromisoformat(last) + timedelta(days=1)
+
 
 # A range of days runs as one run and one Spark session, reading each input once.
 SPARK_BACKFILL_POLICY = dg.BackfillPolicy.single_run()

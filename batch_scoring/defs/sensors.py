@@ -9,7 +9,7 @@ import dagster as dg
 from batch_scoring.defs.jobs import daily_scoring_job
 from batch_scoring.defs.partitions import DAILY_PARTITIONS
 from batch_scoring.defs.resources import InputFiles
-from batch_scoring.lib.ingest import DROP_READY_MARKER
+from batch_scoring.lib.ingest import DROP_READY_MARKER, misnamed_drop_folders
 
 
 def drop_fingerprint(folder: Path) -> str:
@@ -30,8 +30,10 @@ def drop_fingerprint(folder: Path) -> str:
 def new_data_sensor(context: dg.SensorEvaluationContext, input_files: InputFiles):
     handled: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     folders = input_files.drop_folders()
+    misnamed = misnamed_drop_folders(Path(input_files.input_dir))
+    ignored = f"; ignored, not named YYYY-MM-DD: {', '.join(misnamed)}" if misnamed else ""
     if not folders:
-        return dg.SkipReason(f"No daily drops in {input_files.drops_dir} (folders named YYYY-MM-DD)")
+        return dg.SkipReason(f"No daily drops in {input_files.drops_dir} (folders named YYYY-MM-DD){ignored}")
     waiting = [day.isoformat() for day, folder in folders.items() if not (folder / DROP_READY_MARKER).exists()]
     arrived = {
         day.isoformat(): drop_fingerprint(folder)
@@ -47,7 +49,7 @@ def new_data_sensor(context: dg.SensorEvaluationContext, input_files: InputFiles
         if outside:
             first_day = f"{DAILY_PARTITIONS.start:%Y-%m-%d}"
             reason += f"; outside the daily partitions ({first_day} to yesterday): {', '.join(outside)}"
-        return dg.SkipReason(reason)
+        return dg.SkipReason(reason + ignored)
     context.update_cursor(json.dumps({**handled, **to_run}, sort_keys=True))
     return [
         dg.RunRequest(run_key=f"{day}:{fingerprint}", partition_key=day) for day, fingerprint in sorted(to_run.items())

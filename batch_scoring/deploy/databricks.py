@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from batch_scoring import settings
-from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY
+from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY, calendar
 from batch_scoring.defs.resources import env_var_or_default
 from batch_scoring.deploy import STOPPED_MESSAGE
 
@@ -115,6 +115,7 @@ class DatabricksRuns(dg.ConfigurableResource):
             "input_dir": self.input_dir,
             "warehouse_dir": self.warehouse_dir,
             "catalog_schema": self.catalog_schema,
+            "calendar": [day.isoformat() for day in calendar()],
             "config": config,
         }
         return self._pipes_client().run(

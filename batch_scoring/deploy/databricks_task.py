@@ -38,7 +38,6 @@ from batch_scoring import settings
 from batch_scoring.deploy import STOPPED_MESSAGE
 from batch_scoring.lib import steps
 from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS
-from batch_scoring.lib.ingest import source_files
 from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
@@ -143,6 +142,7 @@ class RunScope:
     tables: DeltaTables
     input_dir: Path
     days: list[date] | None
+    calendar: tuple[date, date]  # the daily partitions, [first, end)
     config: Mapping[str, Mapping]
     run_id: str
 
@@ -155,11 +155,8 @@ def _ingest_step(table: SourceTable) -> Callable[[RunScope, StepInputs], StepOut
     def ingest(scope: RunScope, inputs: StepInputs) -> StepOutcome:
         days = scope.days if table.daily_partitioned else None
         known = None if table is MACHINES else inputs.table(MACHINES.asset, MACHINES.schema).select("machine_id")
-        config = scope.config[table.asset]
-        sources = source_files(scope.input_dir, table, days)
-        return steps.ingest(
-            scope.spark, table, sources, days, known, config["max_quarantined_share"], config["plausible_ranges"]
-        )
+        settings = steps.IngestSettings.from_config(scope.config[table.asset])
+        return steps.ingest(scope.spark, table, scope.input_dir, days, scope.calendar, known, settings)
 
     return ingest
 
@@ -291,6 +288,7 @@ def main() -> int:
             tables=DeltaTables(spark, extras["warehouse_dir"], extras["catalog_schema"]),
             input_dir=Path(extras["input_dir"]),
             days=run_days(pipes),
+            calendar=(date.fromisoformat(extras["calendar"][0]), date.fromisoformat(extras["calendar"][1])),
             config=extras["config"],
             run_id=pipes.run_id,
         )

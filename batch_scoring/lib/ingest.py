@@ -11,7 +11,7 @@ import csv
 import functools
 import gzip
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
@@ -123,6 +123,18 @@ def drop_folders(input_dir: Path) -> dict[date, Path]:
         except ValueError:
             continue  # not a drop: the sensor's skip reason does not count it either
     return dict(sorted(folders.items()))
+
+
+def misnamed_drop_folders(input_dir: Path) -> list[str]:
+    """Entries of the drops folder that are not drops (not named YYYY-MM-DD): never read, so reported."""
+    drops_dir = input_dir / DROPS_FOLDER
+    if not drops_dir.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in drops_dir.iterdir()
+        if entry.name not in {d.isoformat() for d in drop_folders(input_dir)}
+    )
 
 
 def ready_drops(input_dir: Path) -> dict[date, Path]:
@@ -276,6 +288,7 @@ def check_parsed(
     table: SourceTable,
     known_machine_ids: DataFrame | None = None,
     dates: tuple[date, date] | None = None,
+    calendar: tuple[date, date] | None = None,
 ) -> DataFrame:
     """Apply the rules that look across rows to parsed rows of one or more files.
 
@@ -285,7 +298,7 @@ def check_parsed(
     With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
     Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined.
     """
-    checked = parsed if dates is None else _within_days(parsed, *dates)
+    checked = parsed if dates is None else _within_days(parsed, *dates, calendar)
     if table.daily_partitioned:
         checked = checked.withColumn("date", F.to_date(F.col("datetime")))
     if known_machine_ids is not None:
@@ -312,11 +325,20 @@ def _flag(rows: DataFrame, condition: Column, problem: Column) -> DataFrame:
     return rows.withColumn("problem", flagged)
 
 
-def _within_days(parsed: DataFrame, first: date, end: date) -> DataFrame:
+def _within_days(parsed: DataFrame, first: date, end: date, calendar: tuple[date, date] | None) -> DataFrame:
     """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable
-    day stay (they are quarantined by whichever run reads their file)."""
+    day stay (they are quarantined by whichever run reads their file). Given the partitions' `calendar`
+    [start, end), rows dated outside it belong to no partition: they stay too, quarantined as
+    outside_calendar among the undated rows."""
     day = F.col("day")
-    return parsed.where(day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end))))
+    ours = day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
+    if calendar is None:
+        return parsed.where(ours)
+    outside = (day < F.lit(calendar[0])) | (day >= F.lit(calendar[1]))
+    last_day = calendar[1] - timedelta(days=1)
+    detail = F.format_string(f"dated %s; the daily partitions run {calendar[0]} .. {last_day}", day.cast("string"))
+    flagged = _flag(parsed, outside, _problem("outside_calendar", "datetime", detail))
+    return flagged.where(ours | outside).withColumn("day", F.when(outside, F.lit(None)).otherwise(day))
 
 
 def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> DataFrame:
@@ -354,10 +376,11 @@ def check_rows(
     header: list[str],
     known_machine_ids: DataFrame | None = None,
     dates: tuple[date, date] | None = None,
+    calendar: tuple[date, date] | None = None,
 ) -> DataFrame:
     """Parse and check the data lines of one file (see `check_parsed`)."""
     parsed = parse_file(lines, table, SourceFile(Path(source_file)), header, order=0)
-    return check_parsed(parsed, table, known_machine_ids, dates)
+    return check_parsed(parsed, table, known_machine_ids, dates, calendar)
 
 
 def check_files(
@@ -366,6 +389,7 @@ def check_files(
     sources: list[SourceFile],
     known_machine_ids: DataFrame | None = None,
     dates: tuple[date, date] | None = None,
+    calendar: tuple[date, date] | None = None,
 ) -> DataFrame:
     """Read, parse and check several files of one table together (see `check_parsed`)."""
     parsed = []
@@ -374,7 +398,7 @@ def check_files(
         if table.requires_rows and numbered.line_count < 2:
             raise InputFileError(f"{source.path} has a header but no {table.name} rows")
         parsed.append(parse_file(numbered.lines, table, source, read_header(source.path), order))
-    return check_parsed(functools.reduce(DataFrame.unionByName, parsed), table, known_machine_ids, dates)
+    return check_parsed(functools.reduce(DataFrame.unionByName, parsed), table, known_machine_ids, dates, calendar)
 
 
 def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:

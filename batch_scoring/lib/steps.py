@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -17,7 +18,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch_scoring.lib.features import CLASSES, FEATURES_SCHEMA, build_features
-from batch_scoring.lib.ingest import SourceFile, check_files, count_outcomes, kept_rows, quarantined_rows
+from batch_scoring.lib.ingest import (
+    check_files,
+    count_outcomes,
+    kept_rows,
+    misnamed_drop_folders,
+    quarantined_rows,
+    source_files,
+)
 from batch_scoring.lib.model import (
     Evaluation,
     ForestParams,
@@ -174,25 +182,40 @@ def quarantine_table(table: SourceTable) -> str:
 # ---- raw tables
 
 
+@dataclass(frozen=True)
+class IngestSettings:
+    """A raw table's run config: the largest share of quarantined rows its check passes, and other plausible
+    ranges for its numeric fields (`{"volt": [0, 400]}`)."""
+
+    max_quarantined_share: float
+    plausible_ranges: Mapping[str, Sequence[float]]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> IngestSettings:
+        return cls(float(config["max_quarantined_share"]), dict(config.get("plausible_ranges") or {}))
+
+
 def ingest(
     spark: SparkSession,
     table: SourceTable,
-    sources: list[SourceFile],
+    input_dir: Path,
     days: list[date] | None,
+    calendar: tuple[date, date],
     known_machine_ids: DataFrame | None,
-    max_quarantined_share: float,
-    plausible_ranges: Mapping[str, Sequence[float]] | None = None,
+    settings: IngestSettings,
 ) -> StepOutcome:
     """Read one input table's files: its kept rows, its quarantined rows and the quarantine check. A daily
     table keeps the rows dated in `days`; its quarantine replaces those days, and the undated rows of the
-    bulk file when the step read it (each step reading it finds the same ones). `plausible_ranges`
-    overrides the table's ranges of numeric fields (`{"volt": [0, 400]}`)."""
+    bulk file when the step read it (each step reading it finds the same ones), with the rows dated
+    outside the partitions' `calendar` [start, end)."""
     try:
-        table = table.with_ranges(plausible_ranges or {})
+        table = table.with_ranges(settings.plausible_ranges)
     except ValueError as error:
         raise StepFailed(f"plausible_ranges of {table.asset}: {error}") from error
+    sources = source_files(input_dir, table, days)
     dates = (days[0], days[-1] + timedelta(days=1)) if days else None
-    checked = check_files(spark, table, sources, known_machine_ids, dates).persist(StorageLevel.MEMORY_AND_DISK)
+    checked = check_files(spark, table, sources, known_machine_ids, dates, calendar)
+    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     counts = count_outcomes(checked)
     metadata: dict[str, object] = {
         "source_files": [str(source.path) for source in sources],
@@ -210,6 +233,9 @@ def ingest(
             f"{counts.quarantined} rows of those days or undated were quarantined; nothing to ingest",
             metadata,
         )
+    misnamed = misnamed_drop_folders(input_dir)
+    if misnamed:  # never read: said, so a drop put under a wrong name is not taken for absent data
+        metadata["ignored_in_drops_folder"] = misnamed
     kept = kept_rows(checked, table)
     partitions = quarantine_partitions = None
     if days:
@@ -221,15 +247,15 @@ def ingest(
     check = CheckOutcome(
         asset=table.asset,
         name=QUARANTINE_CHECK,
-        passed=share <= max_quarantined_share,
+        passed=share <= settings.max_quarantined_share,
         metadata={
             "quarantined_share": round(share, 6),
-            "max_quarantined_share": float(max_quarantined_share),
+            "max_quarantined_share": float(settings.max_quarantined_share),
             "rows_quarantined": counts.quarantined,
         },
         description=(
             f"{counts.quarantined} of {counts.read} {table.name} rows quarantined ({share:.2%}; "
-            f"limit {max_quarantined_share:.2%}); reasons and lines in {quarantine_table(table)}"
+            f"limit {settings.max_quarantined_share:.2%}); reasons and lines in {quarantine_table(table)}"
         ),
     )
     return StepOutcome(

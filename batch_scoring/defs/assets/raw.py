@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -9,7 +10,7 @@ from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.common import table_spec
 from batch_scoring.defs.metadata import step_results
-from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY
+from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY, calendar
 from batch_scoring.defs.resources import InputFiles, SparkResource
 from batch_scoring.lib import steps
 from batch_scoring.lib.steps import QUARANTINE_CHECK, quarantine_table
@@ -54,17 +55,11 @@ def ingest_table(
     """Read one input table: its quarantined rows, its kept rows and the quarantine check. A daily table
     keeps the rows dated in the run's partitions (one run can cover a range)."""
     days = [date.fromisoformat(key) for key in context.partition_keys] if table.daily_partitioned else None
-    sources = input_files.sources(table, days)
+    settings = steps.IngestSettings.from_config(config.model_dump())
     yield from step_results(
         context,
         lambda: steps.ingest(
-            spark.spark_session,
-            table,
-            sources,
-            days,
-            known_machine_ids,
-            config.max_quarantined_share,
-            config.plausible_ranges,
+            spark.spark_session, table, Path(input_files.input_dir), days, calendar(), known_machine_ids, settings
         ),
     )
 
