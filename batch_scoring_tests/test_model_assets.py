@@ -1,14 +1,20 @@
 """features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 from delta.tables import DeltaTable
-from pyspark.ml import PipelineModel
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import RandomForestClassifier
+from pyspark.ml.feature import VectorAssembler
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.defs.assets.raw import RAW_ASSETS
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.features import FEATURES_SCHEMA
+from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.steps import MODEL_CHECK
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import ModelNotUsable
@@ -122,3 +128,25 @@ def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_s
 def test_no_trained_model_says_to_materialize_failure_model_first(spark, tmp_path):
     with pytest.raises(ModelNotUsable, match="No trained failure_model in .*: materialize failure_model first"):
         model_store(spark, tmp_path).load_latest_usable()
+
+
+@pytest.mark.unit
+def test_a_damaged_model_version_is_named_with_its_path_and_what_to_do(spark, tmp_path):
+    rows = spark.createDataFrame([(float(x), float(x % 2)) for x in range(8)], "x double, label double")
+    forest = Pipeline(
+        stages=[VectorAssembler(inputCols=["x"], outputCol="features"), RandomForestClassifier(numTrees=2, seed=1)]
+    ).fit(rows)
+    store = model_store(spark, tmp_path)
+    manifest = {"version": "20150601T000000Z-abcdef12", "check": {"passed": True, "reason": "test"}}
+    path = store.save(TrainedModel(forest, manifest))
+    assert store.load_latest_usable().pipeline.stages[-1].getNumTrees == 2
+
+    shutil.rmtree(Path(path) / "stages")  # a version whose files were partly lost
+    with pytest.raises(ModelNotUsable, match=rf"version 20150601T000000Z-abcdef12 at {path} cannot be loaded") as error:
+        store.load_latest_usable()
+    assert "Materialize failure_model again" in str(error.value)
+
+    not_a_forest = Pipeline(stages=[VectorAssembler(inputCols=["x"], outputCol="features")]).fit(rows)
+    store.save(TrainedModel(not_a_forest, {**manifest, "version": "20150602T000000Z-abcdef12"}))
+    with pytest.raises(ModelNotUsable, match="20150602T000000Z-abcdef12 at .* holds no fitted random forest"):
+        store.load_latest_usable()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from pyspark.ml import PipelineModel
+from pyspark.ml.classification import RandomForestClassificationModel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -77,4 +78,25 @@ class ModelStore:
                 f"{manifest['check']['reason']}. Materialize failure_model again (more training days, "
                 "other settings) until its check passes; scoring does not fall back to older versions."
             )
-        return TrainedModel(PipelineModel.load(self.pipeline_location(version)), manifest)
+        return TrainedModel(self._load_pipeline(version), manifest)
+
+    def _load_pipeline(self, version: str) -> PipelineModel:
+        """A version's fitted pipeline, checked to end in the random forest scoring needs; a version whose files
+        are damaged or missing is named with its path and what to do, not left to fail inside Spark."""
+        path = self.pipeline_location(version)
+        remedy = (
+            "Materialize failure_model again to register a new version (scoring uses only the newest), "
+            "or restore the version's files from a backup."
+        )
+        try:
+            pipeline = PipelineModel.load(path)
+        except Exception as error:  # Spark raises Py4J, analysis or Python errors for damaged files alike
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelNotUsable(
+                f"failure_model version {version} at {path} cannot be loaded ({cause}). {remedy}"
+            ) from error
+        if not pipeline.stages or not isinstance(pipeline.stages[-1], RandomForestClassificationModel):
+            raise ModelNotUsable(
+                f"failure_model version {version} at {path} holds no fitted random forest as its last stage. {remedy}"
+            )
+        return pipeline
