@@ -65,6 +65,19 @@ def test_event_tables_read_the_bulk_file_then_every_drop_in_day_order(tmp_path):
 def test_a_day_with_neither_drop_nor_bulk_file_is_an_error_saying_where_it_looked(tmp_path):
     with pytest.raises(InputFileError, match=r"No telemetry file for 2015-01-04 .. 2015-01-04 in .*daily drops"):
         plan_sources(tmp_path, {}, TELEMETRY, [D1])
+    empty = drop(tmp_path, D1, {})  # a drop with its marker only
+    with pytest.raises(InputFileError, match=rf"daily drops .*; the drop {empty} holds _SUCCESS$"):
+        plan_sources(tmp_path, {D1: empty}, TELEMETRY, [D1])
+
+
+@pytest.mark.unit
+def test_a_folder_or_a_dangling_link_in_a_file_s_place_is_named_as_such(tmp_path):
+    (tmp_path / "PdM_telemetry.csv").mkdir()
+    with pytest.raises(InputFileError, match=r"PdM_telemetry.csv is a folder, not a telemetry file"):
+        plan_sources(tmp_path, {}, TELEMETRY, [D1])
+    (tmp_path / "PdM_errors.csv").symlink_to(tmp_path / "PdM_errors.csv")  # a loop
+    with pytest.raises(InputFileError, match=r"PdM_errors.csv is a link that leads nowhere"):
+        plan_sources(tmp_path, {}, ERRORS)
 
 
 def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp_path):

@@ -67,7 +67,15 @@ class SourceFile:
 
 def find_source_file(folder: Path, table: SourceTable) -> Path | None:
     """The file holding `table` in `folder` (e.g. PdM_telemetry.csv or telemetry.csv.gz), if any."""
-    found = [folder / name for name in table.file_names if (folder / name).is_file()]
+    present = [folder / name for name in table.file_names if (folder / name).exists() or (folder / name).is_symlink()]
+    for path in present:
+        if path.is_symlink() and not path.exists():
+            raise InputFileError(f"{path} is a link that leads nowhere (a loop or a missing target): link a file")
+        if not path.is_file():
+            raise InputFileError(
+                f"{path} is a {'folder' if path.is_dir() else 'special file'}, not a {table.name} file"
+            )
+    found = present
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise InputFileError(
@@ -103,9 +111,15 @@ def plan_sources(
     bulk = find_source_file(input_dir, table) if bulk_needed or not table.daily_partitioned else None
     if bulk_needed and bulk is None:
         days_text = f" for {uncovered[0]} .. {uncovered[-1]}" if uncovered else ""
+        empty_drops = [drops[day] for day in uncovered if day in drops]
+        drops_text = ""
+        if empty_drops:  # a drop for the day came, without this table's file
+            drops_text = (
+                f"; the drop {empty_drops[0]} holds {', '.join(sorted(p.name for p in empty_drops[0].iterdir()))}"
+            )
         raise InputFileError(
             f"No {table.name} file{days_text} in {input_dir} (looked for {', '.join(table.file_names)}), "
-            f"nor in daily drops {input_dir}/{DROPS_FOLDER}/YYYY-MM-DD/"
+            f"nor in daily drops {input_dir}/{DROPS_FOLDER}/YYYY-MM-DD/{drops_text}"
         )
     sources = [SourceFile(bulk, superseded_days=tuple(dropped) if table.daily_partitioned else ())] if bulk else []
     return sources + [SourceFile(path, day=day) for day, path in dropped.items()]
