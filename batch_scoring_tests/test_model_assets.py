@@ -78,6 +78,18 @@ def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fai
     assert store.read("features", FEATURES_SCHEMA, ["2015-03-10"]).count() == 30  # the earlier rows stay
 
 
+def test_a_damaged_table_file_fails_naming_table_partition_and_file_first(fleet_warehouse):
+    input_dir, warehouse = fleet_warehouse
+    (damaged,) = (warehouse / "raw_telemetry" / "date=2015-03-09").glob("*.parquet")
+    with damaged.open("r+b") as handle:
+        handle.truncate(20)
+    result = run(input_dir, warehouse, [features], raise_on_error=False, partition_key="2015-03-10")
+    assert not result.success
+    message = str(result.failure_data_for_node("features").error)
+    assert f"Cannot read table raw_telemetry, partition date=2015-03-09: file file:{damaged} is damaged" in message
+    assert "Rematerialize the table for that day" in message
+
+
 def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fleet_warehouse):
     input_dir, warehouse = fleet_warehouse
     result = run(input_dir, warehouse, [features], raise_on_error=False, partition_key="2015-06-01")

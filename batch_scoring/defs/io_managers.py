@@ -8,7 +8,7 @@ from pydantic import PrivateAttr
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadata, spark_schema
+from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadata, naming_damaged_files, spark_schema
 from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
 from batch_scoring.lib.model import TrainedModel
@@ -37,6 +37,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     _versions_read: dict[str, dict[str, int | str]] = PrivateAttr(default_factory=dict)
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame | TrainedModel) -> None:
+        with naming_damaged_files():  # a write computes what the step returned, reading its inputs
+            self._store(context, obj)
+
+    def _store(self, context: dg.OutputContext, obj: DataFrame | TrainedModel) -> None:
         name = table_name(context.asset_key)
         tables = self.warehouse.tables()
         versions_read = self._versions_read.pop(context.step_key, {})
@@ -53,6 +57,10 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(dagster_metadata(stored))
 
     def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel:
+        with naming_damaged_files():
+            return self._load(context)
+
+    def _load(self, context: dg.InputContext) -> DataFrame | TrainedModel:
         upstream = context.upstream_output
         name = table_name(upstream.asset_key)
         tables = self.warehouse.tables()

@@ -4,11 +4,13 @@ Dagster's metadata values, outputs and check results."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import dagster as dg
 from pyspark.sql import types as T
 
 from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
+from batch_scoring.storage.delta import unreadable_file_message
 
 # an output's metadata: the partitions its write replaces, when they are not the run's days
 REPLACED_PARTITIONS_KEY = "partitions_replaced"
@@ -89,13 +91,26 @@ def check_result(check: CheckOutcome) -> dg.AssetCheckResult:
     )
 
 
+@contextmanager
+def naming_damaged_files() -> Iterator[None]:
+    """A damaged data file of a table fails the step naming the table, the partition and the file first."""
+    try:
+        yield
+    except Exception as error:
+        damaged = unreadable_file_message(error)
+        if damaged is None:
+            raise
+        raise dg.Failure(description=damaged) from error
+
+
 def step_results(
     context: dg.AssetExecutionContext, step: Callable[[], StepOutcome]
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Run a step (`lib.steps`): its tables as the asset's outputs (the IO managers store them), its checks'
     verdicts as check results; a StepFailed fails the step with its message."""
     try:
-        outcome = step()
+        with naming_damaged_files():
+            outcome = step()
     except StepFailed as failure:
         raise dg.Failure(description=str(failure), metadata=dagster_metadata(failure.metadata)) from failure
     for produced in outcome.produced:

@@ -42,7 +42,7 @@ from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY, SourceTable
-from batch_scoring.storage.delta import DeltaTables
+from batch_scoring.storage.delta import DeltaTables, unreadable_file_message
 from batch_scoring.storage.models import ModelStore
 from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files
 
@@ -242,6 +242,12 @@ def run_selected_steps(pipes: PipesContext, scope: RunScope) -> None:
             outcome = step(scope, inputs)
         except StepFailed as failure:
             pipes.report_custom_message({STOPPED_MESSAGE: str(failure)})
+            return
+        except Exception as error:
+            damaged = unreadable_file_message(error)
+            if damaged is None:
+                raise
+            pipes.report_custom_message({STOPPED_MESSAGE: damaged})
             return
         for produced in outcome.produced:
             if produced.asset in selected:

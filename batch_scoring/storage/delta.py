@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -34,6 +35,30 @@ from pyspark.sql import types as T
 PARTITION_COLUMN = "date"
 LOCKS_FOLDER = ".locks"  # beside the tables, local warehouses only
 _LAST_COMMIT_SETTING = "spark.databricks.delta.lastCommitVersionInSession"
+
+
+_UNREADABLE_FILE = re.compile(r"Encountered error while reading file (\S+?)\.?\s")
+_CAUSE = re.compile(r"Caused by: (.+)")
+
+
+def unreadable_file_message(error: Exception) -> str | None:
+    """When Spark failed on a damaged data file of a table: the table, the partition and the file, said first
+    (Spark's own message buries the path in a long trace), with what to do; None for other errors."""
+    text = str(error)
+    found = _UNREADABLE_FILE.search(text)
+    if found is None:
+        return None
+    path = found.group(1)
+    parts = path.rstrip("/").split("/")
+    partition = next((part for part in parts if part.startswith(f"{PARTITION_COLUMN}=")), None)
+    table = parts[parts.index(partition) - 1] if partition else parts[-2]
+    cause = _CAUSE.search(text)
+    where = f"table {table}, partition {partition}" if partition else f"table {table}"
+    return (
+        f"Cannot read {where}: file {path} is damaged ({cause.group(1).strip() if cause else 'unreadable'}). "
+        "Rematerialize the table for that day (the new version no longer uses the file), or RESTORE the table "
+        "to an earlier version (docs/storage.md)."
+    )
 
 
 class TableNotFound(FileNotFoundError):
