@@ -111,8 +111,9 @@ class StepInputs:
     versions_read: dict[str, int | str] = field(default_factory=dict)
 
     def table(self, name: str, schema: T.StructType, days: list[date] | None = None) -> DataFrame:
-        version = self.versions_read.setdefault(name, self.tables.version(name))
-        return self.tables.read(name, schema, day_keys(days) if days is not None else None, version)
+        if name not in self.versions_read:  # one version for the whole step
+            self.versions_read[name] = self.tables.version(name)
+        return self.tables.read(name, schema, day_keys(days) if days is not None else None, self.versions_read[name])
 
     def earlier_days(self, name: str, schema: T.StructType, days: list[date]) -> DataFrame:
         """A table's rows of `days` if it has been written (a declared self-dependency, missing days allowed)."""
