@@ -144,11 +144,8 @@ def misnamed_drop_folders(input_dir: Path) -> list[str]:
     drops_dir = input_dir / DROPS_FOLDER
     if not drops_dir.is_dir():
         return []
-    return sorted(
-        entry.name
-        for entry in drops_dir.iterdir()
-        if entry.name not in {d.isoformat() for d in drop_folders(input_dir)}
-    )
+    drops = {folder.name for folder in drop_folders(input_dir).values()}
+    return sorted(entry.name for entry in drops_dir.iterdir() if entry.name not in drops)
 
 
 def ready_drops(input_dir: Path) -> dict[date, Path]:
