@@ -81,30 +81,33 @@ def _ensure_input(input_dir: Path, machines: int, start: date, days: int) -> Non
         simulator.write_fleet(simulator.simulate_fleet(_spark(), machines, start, days, seed=0), input_dir)
 
 
-def _run_job(job_name: str, **execute_args):
-    """Run one of the project's jobs in this process, recorded in DAGSTER_HOME when it is set (so `dagster
-    dev` shows the run afterwards), else in a throwaway instance."""
-    import dagster as dg
-
+def _run_job(instance, job_name: str, **execute_args):
+    """Run one of the project's jobs in this process."""
     from batch_scoring.defs.definitions import build_definitions
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     job = build_definitions().resolve_job_def(job_name)
     return job.execute_in_process(instance=instance, raise_on_error=False, **execute_args)
 
 
 def run_quickstart(machines: int, start: date, days: int) -> int:
-    """Simulate (if needed), train on every day, then score the last day; print what came of each."""
+    """Simulate (if needed), train on every day, then score the last day; print what came of each. The runs are
+    recorded in DAGSTER_HOME when it is set (so `dagster dev` shows them afterwards), else in a throwaway instance."""
+    import dagster as dg
+
+    from batch_scoring.defs.jobs import daily_scoring_request, machines_changed
     from batch_scoring.defs.metadata import materialized_metadata
     from batch_scoring.defs.partitions import partition_range_tags
+    from batch_scoring.defs.resources import InputFiles
 
     input_dir, warehouse_dir = Path(settings.input_dir()), Path(settings.warehouse_dir())
     _ensure_input(input_dir, machines, start, days)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     first, last = start, start + timedelta(days=days - 1)
     print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
     # hold out the last fifth of the days (at most the model's default 60) for evaluation
     model_config = {"ops": {"failure_model": {"config": {"holdout_days": min(60, days // 5)}}}}
     training = _run_job(
+        instance,
         "training_job",
         tags=partition_range_tags(first.isoformat(), last.isoformat()),
         run_config={**QUIET_LOGS, **model_config},
@@ -115,7 +118,16 @@ def run_quickstart(machines: int, start: date, days: int) -> int:
         print("\nThe run failed; see the messages above.")
         return 1
     print(f"\nRunning daily_scoring_job for {last} ...")
-    scoring = _run_job("daily_scoring_job", partition_key=last.isoformat(), run_config=QUIET_LOGS)
+    # the day's run as the schedule asks for it: raw_machines, just ingested, is not read again
+    day = daily_scoring_request(last.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
+    scoring = _run_job(
+        instance,
+        "daily_scoring_job",
+        partition_key=day.partition_key,
+        asset_selection=day.asset_selection,
+        tags=day.tags,
+        run_config=QUIET_LOGS,
+    )
     print()
     print(scoring_summary(materialized_metadata(scoring)) if scoring.success else "The scoring run failed; see above.")
     return 0 if scoring.success else 1

@@ -356,10 +356,10 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
         assert re.search(rf"\b{name}\b", lineage), f"{name} is not in the lineage"
     for group in ("raw", "features", "model", "scoring"):
         assert f" {group} " in lineage
-    # three raw tables without days were ingested by this deployment's runs; raw_failures (which scoring does
-    # not read) and the model were made before it, elsewhere; the five daily assets say how many days are filled
-    assert lineage.count("Materialized") == 3 and lineage.count("Never materialized") == 2
-    assert lineage.count("% filled") == 5 and "3 / 3 Passed" in lineage
+    # raw_machines, the one raw table without days, was ingested by this deployment's runs; the model was made
+    # before it, elsewhere; the eight daily assets (the four event tables among them) say how many days are filled
+    assert lineage.count("Materialized") == 1 and lineage.count("Never materialized") == 1
+    assert lineage.count("% filled") == 8 and "3 / 3 Passed" in lineage
 
     # the whole graph, by group (raw: five tables and their five quarantines), and a quarantine in its lineage
     everything = open_in_chromium(f"{deployment.url}/asset-groups", ARTIFACTS / "global_lineage.png", tmp_path)

@@ -12,7 +12,7 @@ from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_errors, raw_machines, 
 from batch_scoring.defs.resources import InputFiles
 from batch_scoring.defs.sensors import new_data_sensor
 from batch_scoring.lib.ingest import InputFileError, SourceFile, plan_sources
-from batch_scoring.lib.tables import ERRORS, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.lib.tables import ERRORS, MACHINES, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import dagster_resources, materialization_metadata
 
@@ -47,17 +47,31 @@ def test_telemetry_reads_each_day_s_drop_and_the_bulk_file_for_the_other_days(tm
 
 
 @pytest.mark.unit
-def test_event_tables_read_the_bulk_file_then_every_drop_in_day_order(tmp_path):
+def test_event_tables_read_each_day_s_drop_and_the_bulk_file_for_a_drop_without_them(tmp_path):
     (tmp_path / "errors.csv").write_text("x")
     drop(tmp_path, D3, {"PdM_errors.csv": "x"})
     drop(tmp_path, D1, {"errors.csv.gz": "x"})
-    drop(tmp_path, D2, {"PdM_telemetry.csv": "x"})  # no errors in this drop
+    drop(tmp_path, D2, {"PdM_telemetry.csv": "x"})  # no errors in this drop: the bulk file's rows of D2 count
     drop(tmp_path, date(2015, 1, 7), {"errors.csv": "x"}, ready=False)  # not complete yet
     drops = InputFiles(input_dir=str(tmp_path)).ready_drops()
-    assert [(s.path.relative_to(tmp_path).as_posix(), s.day) for s in plan_sources(tmp_path, drops, ERRORS)] == [
-        ("errors.csv", None),
-        ("daily/2015-01-04/errors.csv.gz", D1),
-        ("daily/2015-01-06/PdM_errors.csv", D3),
+    assert plan_sources(tmp_path, drops, ERRORS, [D1, D2, D3, date(2015, 1, 7)]) == [
+        SourceFile(tmp_path / "errors.csv", superseded_days=(D1, D3)),
+        SourceFile(tmp_path / "daily" / "2015-01-04" / "errors.csv.gz", day=D1),
+        SourceFile(tmp_path / "daily" / "2015-01-06" / "PdM_errors.csv", day=D3),
+    ]
+
+
+@pytest.mark.unit
+def test_machines_are_the_bulk_file_then_every_drop_s_file_in_day_order(tmp_path):
+    (tmp_path / "machines.csv").write_text("x")
+    drop(tmp_path, D3, {"PdM_machines.csv": "x"})
+    drop(tmp_path, D1, {"machines.csv": "x"})
+    drop(tmp_path, D2, {"PdM_telemetry.csv": "x"})
+    drops = InputFiles(input_dir=str(tmp_path)).ready_drops()
+    assert [(s.path.relative_to(tmp_path).as_posix(), s.day) for s in plan_sources(tmp_path, drops, MACHINES)] == [
+        ("machines.csv", None),
+        ("daily/2015-01-04/machines.csv", D1),
+        ("daily/2015-01-06/PdM_machines.csv", D3),
     ]
 
 
@@ -77,7 +91,7 @@ def test_a_folder_or_a_dangling_link_in_a_file_s_place_is_named_as_such(tmp_path
         plan_sources(tmp_path, {}, TELEMETRY, [D1])
     (tmp_path / "PdM_errors.csv").symlink_to(tmp_path / "PdM_errors.csv")  # a loop
     with pytest.raises(InputFileError, match=r"PdM_errors.csv is a link that leads nowhere"):
-        plan_sources(tmp_path, {}, ERRORS)
+        plan_sources(tmp_path, {}, ERRORS, [D1])
 
 
 def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp_path):
@@ -96,8 +110,10 @@ def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp
     (input_dir / "daily" / "2015-01-05 (resent)").mkdir()  # not a drop: never read, but said
     warehouse = tmp_path / "warehouse"
     resources = dagster_resources(input_dir, warehouse)
-    dg.materialize(RAW_ASSETS, selection=[raw_machines, raw_errors], resources=resources)
-    result = dg.materialize(RAW_ASSETS, selection=[raw_telemetry], resources=resources, partition_key="2015-01-05")
+    dg.materialize(RAW_ASSETS, selection=[raw_machines], resources=resources)
+    result = dg.materialize(
+        RAW_ASSETS, selection=[raw_telemetry, raw_errors], resources=resources, partition_key="2015-01-05"
+    )
     assert materialization_metadata(result, "raw_telemetry")["ignored_in_drops_folder"] == ["2015-01-05 (resent)"]
     store = DeltaTables(spark, str(warehouse))
     day = store.read("raw_telemetry", TELEMETRY.schema, ["2015-01-05"])
@@ -109,15 +125,17 @@ def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp
         146,
         "2015-01-05",
     )
-    errors = store.read("raw_errors", ERRORS.schema)
-    assert (
-        errors.where((F.col("machine_id") == 2) & (F.col("error_id") == "error4") & (F.hour("datetime") == 13)).count()
-        == 1
-    )
+    # the day's errors are the drop's alone: the bulk file's errors of that day are superseded
+    errors = store.read("raw_errors", ERRORS.schema, ["2015-01-05"]).collect()
+    assert [(e.machine_id, e.error_id, e.datetime.hour) for e in errors] == [(2, "error4", 13)]
 
 
 def evaluate(input_dir, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"input_files": InputFiles(input_dir=str(input_dir))})
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources={"input_files": InputFiles(input_dir=str(input_dir))},
+    )
     return new_data_sensor(context), context.cursor
 
 

@@ -316,3 +316,31 @@ def test_rows_dated_outside_the_partitions_are_quarantined_not_lost(spark, tmp_p
         5: ("outside_calendar", "dated 2031-07-01; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
     }
     assert [r.line_number for r in result.where("reason is null").collect()] == [3]
+
+
+def test_replacements_before_the_first_day_are_its_partition_s_history(spark, tmp_path):
+    """Days since a replacement reach back before the partitions begin: those rows are kept, on the first day."""
+    path = write_file(
+        tmp_path,
+        "maint.csv",
+        [
+            "datetime,machineID,comp",
+            "2014-06-01 06:00:00,1,comp2",  # 2: history: kept on the first day
+            "2015-01-01 06:00:00,1,comp1",  # 3: the first day's own
+            "2015-01-02 06:00:00,1,comp3",  # 4: another partition's row
+            "2031-07-01 06:00:00,1,comp4",  # 5: years ahead: no partition ever reads it
+        ],
+    )
+    lines = numbered_lines(spark, path).lines
+    calendar = (date(2015, 1, 1), date(2026, 1, 1))
+    first_day = (date(2015, 1, 1), date(2015, 1, 2))
+    result = check_rows(lines, MAINTENANCE, str(path), read_header(path), None, first_day, calendar)
+    kept = kept_rows(result, MAINTENANCE).collect()
+    assert [(r.datetime, r.comp, r.date) for r in kept] == [
+        (datetime(2014, 6, 1, 6), "comp2", date(2015, 1, 1)),
+        (datetime(2015, 1, 1, 6), "comp1", date(2015, 1, 1)),
+    ]
+    assert [(r.line_number, r.reason) for r in quarantined_rows(result).collect()] == [(5, "outside_calendar")]
+    later_day = (date(2015, 1, 2), date(2015, 1, 3))
+    result = check_rows(lines, MAINTENANCE, str(path), read_header(path), None, later_day, calendar)
+    assert [r.comp for r in kept_rows(result, MAINTENANCE).collect()] == ["comp3"]

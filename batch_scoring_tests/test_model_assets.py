@@ -11,7 +11,7 @@ from pyspark.ml.feature import VectorAssembler
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.model import failure_model
-from batch_scoring.defs.assets.raw import RAW_ASSETS
+from batch_scoring.defs.assets.raw import raw_errors, raw_machines, raw_maintenance, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.model import TrainedModel
@@ -55,8 +55,15 @@ def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fai
     spark, fleet_with_features, tmp_path
 ):
     input_dir, full = fleet_with_features
-    # a warehouse holding telemetry of 2015-03-08..10 only: the days the 72 h window of 2015-03-10 reaches
-    run(input_dir, tmp_path, RAW_ASSETS, tags=partition_range_tags("2015-03-08", "2015-03-10"))
+    # a warehouse holding telemetry and errors of 2015-03-08..10 only (the days the 72 h window of 2015-03-10
+    # reaches) and the replacements from the first day (less than the 365 days that days since reach)
+    run(
+        input_dir,
+        tmp_path,
+        [raw_machines, raw_telemetry, raw_errors],
+        tags=partition_range_tags("2015-03-08", "2015-03-10"),
+    )
+    run(input_dir, tmp_path, [raw_maintenance], tags=partition_range_tags("2015-01-01", "2015-03-10"))
     run(input_dir, tmp_path, [features], partition_key="2015-03-10")
     store = DeltaTables(spark, str(tmp_path))
     assert days_with_rows(store, "raw_telemetry") == ["2015-03-08", "2015-03-09", "2015-03-10"]

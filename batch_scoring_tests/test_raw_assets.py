@@ -1,13 +1,16 @@
 """The ingest assets materialized with real Dagster and real Spark."""
 
+import os
 import shutil
 
 import dagster as dg
 import pytest
 
 from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetry
+from batch_scoring.defs.jobs import MACHINES_KEYS, daily_scoring_request, machines_changed
 from batch_scoring.defs.partitions import partition_range_tags
-from batch_scoring.lib.tables import QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.defs.resources import InputFiles
+from batch_scoring.lib.tables import MACHINES, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, days_with_rows, materialization_metadata
 
@@ -132,3 +135,27 @@ def test_with_a_catalog_schema_the_tables_are_catalog_tables(spark, small_fleet_
     assert spark.table(f"{catalog_schema}.raw_telemetry").count() == meta["dagster/row_count"] == 6 * 24
     assert spark.table(f"{catalog_schema}.quarantine_raw_telemetry").columns[-1] == "date"
     assert spark.table(f"{catalog_schema}.raw_machines").count() == 6
+
+
+def test_the_daily_run_reads_raw_machines_only_when_its_files_changed(small_fleet_dir, tmp_path):
+    input_dir = tmp_path / "input"
+    shutil.copytree(small_fleet_dir, input_dir)
+    input_files, instance = InputFiles(input_dir=str(input_dir)), dg.DagsterInstance.ephemeral()
+
+    def machines_in_daily_run() -> bool:
+        request = daily_scoring_request("2015-01-05", machines_changed(instance, input_files))
+        selected = {key.to_user_string() for key in request.asset_selection}
+        assert {"raw_telemetry", "features", "daily_predictions"} <= selected
+        return MACHINES_KEYS <= set(request.asset_selection)
+
+    assert machines_in_daily_run()  # never made
+    result = materialize_raw(input_dir, tmp_path / "warehouse", selection=[raw_machines], instance=instance)
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(MACHINES.asset)]
+    assert event.materialization.tags["dagster/data_version"] == input_files.fingerprint(MACHINES)
+    assert not machines_in_daily_run()
+    machines_file = input_dir / "PdM_machines.csv"
+    os.utime(machines_file, ns=(1, 2))  # touched, the same bytes
+    assert not machines_in_daily_run()
+    with open(machines_file, "a") as machines:
+        machines.write("7,model3,12\n")
+    assert machines_in_daily_run()

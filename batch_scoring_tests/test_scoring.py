@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.defs.partitions import partition_range_tags
+from batch_scoring.defs.resources import InputFiles
 from batch_scoring.defs.schedules import daily_scoring_schedule
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
@@ -136,13 +137,20 @@ def test_scoring_without_a_trained_model_says_to_materialize_failure_model(fleet
 
 
 @pytest.mark.unit
-def test_the_daily_schedule_asks_for_the_day_that_just_ended():
-    context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc)
-    )
-    schedule = build_definitions().resolve_schedule_def(daily_scoring_schedule.name)
-    (request,) = schedule.evaluate_tick(context).run_requests
+def test_the_daily_schedule_asks_for_the_day_that_just_ended(tmp_path):
+    definitions = build_definitions()
+    schedule = definitions.resolve_schedule_def(daily_scoring_schedule.name)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance,
+            repository_def=definitions.get_repository_def(),
+            scheduled_execution_time=dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc),
+            resources={"input_files": InputFiles(input_dir=str(tmp_path))},
+        )
+        (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-24"
+    # raw_machines was never made: the run makes it (or says what is wrong with its files)
+    assert dg.AssetKey("raw_machines") in request.asset_selection
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone == "UTC"
 

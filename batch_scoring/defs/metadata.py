@@ -118,7 +118,8 @@ def step_results(
         metadata = dagster_metadata(produced.metadata)
         if produced.partitions is not None and produced.partitions != list(context.partition_keys):
             metadata[REPLACED_PARTITIONS_KEY] = dg.MetadataValue.json(produced.partitions)  # for the IO manager
-        yield dg.Output(produced.value, output_name=output_name, metadata=metadata)
+        version = dg.DataVersion(produced.data_version) if produced.data_version else None
+        yield dg.Output(produced.value, output_name=output_name, metadata=metadata, data_version=version)
     for check in outcome.checks:
         yield check_result(check)
 

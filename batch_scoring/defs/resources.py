@@ -9,7 +9,13 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import Field
 from pyspark.sql import SparkSession
 
-from batch_scoring.lib.ingest import DROPS_FOLDER, SourceFile, drop_folders, ready_drops, source_files
+from batch_scoring.lib.ingest import (
+    DROPS_FOLDER,
+    drop_folders,
+    ready_drops,
+    source_files,
+    sources_fingerprint,
+)
 from batch_scoring.lib.spark import build_spark_session
 from batch_scoring.lib.tables import SourceTable
 from batch_scoring.storage.delta import DeltaTables
@@ -62,8 +68,9 @@ class InputFiles(dg.ConfigurableResource):
     def ready_drops(self) -> dict[date, Path]:
         return ready_drops(Path(self.input_dir))
 
-    def sources(self, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
-        return source_files(Path(self.input_dir), table, days)
+    def fingerprint(self, table: SourceTable) -> str:
+        """The fingerprint of a whole table's files: the data version its raw asset records."""
+        return sources_fingerprint(source_files(Path(self.input_dir), table))
 
 
 class Warehouse(dg.ConfigurableResource):

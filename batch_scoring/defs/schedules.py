@@ -1,14 +1,21 @@
 """The daily schedule."""
 
+import datetime as dt
+
 import dagster as dg
 
-from batch_scoring.defs.jobs import daily_scoring_job
+from batch_scoring.defs.jobs import daily_scoring_job, daily_scoring_request, machines_changed
+from batch_scoring.defs.resources import InputFiles
 
-# Every day at 06:00 UTC, score the day that ended at midnight UTC (the newest complete partition).
-daily_scoring_schedule = dg.build_schedule_from_partitioned_job(
-    daily_scoring_job,
-    hour_of_day=6,
-    minute_of_hour=0,
-    name="daily_scoring_schedule",
-    description="At 06:00 UTC, runs daily_scoring_job for the previous day (UTC).",
+
+@dg.schedule(
+    job=daily_scoring_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    description="At 06:00 UTC, runs daily_scoring_job for the previous day (UTC); raw_machines only when its files "
+    "changed.",
 )
+def daily_scoring_schedule(context: dg.ScheduleEvaluationContext, input_files: InputFiles) -> dg.RunRequest:
+    # the UTC day that ended at the midnight before the tick
+    day = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    return daily_scoring_request(day, machines_changed(context.instance, input_files), run_key=day)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_scoring.defs.jobs import daily_scoring_job
+from batch_scoring.defs.jobs import daily_scoring_job, daily_scoring_request, machines_changed
 from batch_scoring.defs.partitions import DAILY_PARTITIONS
 from batch_scoring.defs.resources import InputFiles
 from batch_scoring.lib.ingest import DROP_READY_MARKER, misnamed_drop_folders
@@ -23,8 +23,9 @@ def drop_fingerprint(folder: Path) -> str:
     minimum_interval_seconds=60,
     description=(
         "Watches <input_dir>/daily/YYYY-MM-DD/ for daily drops (any of the five tables' files, then a _SUCCESS "
-        "marker written last) and runs daily_scoring_job for exactly the days that arrived or changed. The cursor "
-        "keeps each handled drop's fingerprint, so a drop runs once, and again only if re-delivered."
+        "marker written last) and runs daily_scoring_job for exactly the days that arrived or changed (with "
+        "raw_machines when its files changed). The cursor keeps each handled drop's fingerprint, so a drop runs "
+        "once, and again only if re-delivered."
     ),
 )
 def new_data_sensor(context: dg.SensorEvaluationContext, input_files: InputFiles):
@@ -51,6 +52,9 @@ def new_data_sensor(context: dg.SensorEvaluationContext, input_files: InputFiles
             reason += f"; outside the daily partitions ({first_day} to yesterday): {', '.join(outside)}"
         return dg.SkipReason(reason + ignored)
     context.update_cursor(json.dumps({**handled, **to_run}, sort_keys=True))
+    # changed machines files are ingested once, by the first day's run
+    with_machines = machines_changed(context.instance, input_files)
     return [
-        dg.RunRequest(run_key=f"{day}:{fingerprint}", partition_key=day) for day, fingerprint in sorted(to_run.items())
+        daily_scoring_request(day, with_machines and position == 0, run_key=f"{day}:{fingerprint}")
+        for position, (day, fingerprint) in enumerate(sorted(to_run.items()))
     ]

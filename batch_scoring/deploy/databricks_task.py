@@ -37,7 +37,12 @@ from pyspark.sql import types as T
 from batch_scoring import settings
 from batch_scoring.deploy import STOPPED_MESSAGE
 from batch_scoring.lib import steps
-from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS
+from batch_scoring.lib.features import (
+    ERROR_LOOKBACK_DAYS,
+    FEATURES_SCHEMA,
+    REPLACEMENT_LOOKBACK_DAYS,
+    TELEMETRY_LOOKBACK_DAYS,
+)
 from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
@@ -163,12 +168,13 @@ def _ingest_step(table: SourceTable) -> Callable[[RunScope, StepInputs], StepOut
 
 
 def _features_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
-    first = scope.days[0]
-    telemetry_days = _days_before(first, TELEMETRY_LOOKBACK_DAYS - 1) + scope.days
+    def reaching_back(lookback_days: int) -> list[date]:
+        return _days_before(scope.days[0], lookback_days - 1) + scope.days
+
     return steps.features(
-        inputs.lookback("features", TELEMETRY.asset, TELEMETRY.schema, telemetry_days),
-        inputs.table(ERRORS.asset, ERRORS.schema),
-        inputs.table(MAINTENANCE.asset, MAINTENANCE.schema),
+        inputs.lookback("features", TELEMETRY.asset, TELEMETRY.schema, reaching_back(TELEMETRY_LOOKBACK_DAYS)),
+        inputs.table(ERRORS.asset, ERRORS.schema, reaching_back(ERROR_LOOKBACK_DAYS)),
+        inputs.table(MAINTENANCE.asset, MAINTENANCE.schema, reaching_back(REPLACEMENT_LOOKBACK_DAYS)),
         inputs.table(MACHINES.asset, MACHINES.schema),
         scope.days,
     )
@@ -254,7 +260,9 @@ def run_selected_steps(pipes: PipesContext, scope: RunScope) -> None:
             if produced.asset in selected:
                 stored = store(scope, produced, inputs.versions_read)
                 pipes.report_asset_materialization(
-                    asset_key=produced.asset, metadata=pipes_metadata({**produced.metadata, **stored})
+                    asset_key=produced.asset,
+                    metadata=pipes_metadata({**produced.metadata, **stored}),
+                    data_version=produced.data_version,
                 )
         for check in outcome.checks:
             report_check(pipes, check)

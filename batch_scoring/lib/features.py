@@ -23,6 +23,7 @@ an observation whose 168 hours are not all observed yet gets no label and is lef
 
 from __future__ import annotations
 
+import math
 from datetime import date
 
 from pyspark.sql import Column, DataFrame, Window
@@ -44,6 +45,10 @@ CLASSES = ("none", *COMPONENTS)
 
 # Days of raw telemetry a day's features read: the day itself and the days the longest window reaches.
 TELEMETRY_LOOKBACK_DAYS = -(-max(TELEMETRY_LOOKBACK_HOURS) // 24)
+# Days of raw errors: a day's observation counts the errors of that day only.
+ERROR_LOOKBACK_DAYS = -(-ERROR_LOOKBACK_HOURS // 24)
+# Days of replacements: an older one is further back than the cap, which "none on record" also gives.
+REPLACEMENT_LOOKBACK_DAYS = math.ceil(MAX_DAYS_SINCE_REPLACEMENT)
 
 
 def sensor_feature(sensor: str, statistic: str, hours: int) -> str:
@@ -204,8 +209,9 @@ def build_features(
 ) -> DataFrame:
     """The feature rows of the observation days [first, end), in `FEATURES_SCHEMA` order.
 
-    `telemetry` needs the days from `first - TELEMETRY_LOOKBACK_DAYS + 1` on; `maintenance` its
-    whole history (a replacement may be months old). Used by training and by scoring alike.
+    Each input needs the days from `first - <its>_LOOKBACK_DAYS + 1` to the day before `end`: `telemetry`
+    3, `errors` 1 and `maintenance` 365 (a replacement may be months old; an older one is capped anyway).
+    Used by training and by scoring alike.
     """
     sensors = telemetry_features(telemetry, first, end)
     observations = sensors.select("machine_id", "date").withColumn("observed_at", _observed_at(F.col("date")))

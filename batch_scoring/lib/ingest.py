@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
+import hashlib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -156,6 +157,18 @@ def ready_drops(input_dir: Path) -> dict[date, Path]:
 def source_files(input_dir: Path, table: SourceTable, days: list[date] | None = None) -> list[SourceFile]:
     """The files to read for `table` (and `days`) in the input folder, ready drops included."""
     return plan_sources(input_dir, ready_drops(input_dir), table, days)
+
+
+def sources_fingerprint(sources: list[SourceFile]) -> str:
+    """A digest of the files' names and bytes: it changes when any of them does, and only then (a file
+    touched or copied again keeps it). For small tables: every byte is read."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(f"{source.path.name}:{source.day}\n".encode())
+        with open(source.path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def read_header(path: Path) -> list[str]:
@@ -305,13 +318,17 @@ def check_parsed(
 
     Returns the table's columns plus `line_number`, `line`, `source_file`, `day` and the first
     problem found (`reason`, `field`, `detail`; null for a kept row). With `dates` = [first, end),
-    only rows whose day is in that range, and rows without a readable day, are returned.
+    only rows whose day is in that range, and rows without a readable day, are returned. A table that keeps
+    its history in the first partition puts rows dated before the `calendar` on its first day.
     With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
     Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined.
     """
+    if calendar is not None and table.history_in_first_partition:
+        earlier = F.col("day") < F.lit(calendar[0])  # null (undated) stays null
+        parsed = parsed.withColumn("day", F.when(earlier, F.lit(calendar[0])).otherwise(F.col("day")))
     checked = parsed if dates is None else _within_days(parsed, *dates, calendar)
-    if table.daily_partitioned:
-        checked = checked.withColumn("date", F.to_date(F.col("datetime")))
+    if table.daily_partitioned:  # a kept row's partition: its own day (or the first, for earlier history)
+        checked = checked.withColumn("date", F.col("day"))
     if known_machine_ids is not None:
         checked = _flag_unknown_machines(checked, known_machine_ids)
     return _flag_duplicates(checked, table).select(

@@ -25,6 +25,7 @@ from batch_scoring.lib.ingest import (
     misnamed_drop_folders,
     quarantined_rows,
     source_files,
+    sources_fingerprint,
 )
 from batch_scoring.lib.model import (
     Evaluation,
@@ -83,6 +84,7 @@ class Produced:
     schema: T.StructType | None = None
     partitions: list[str] | None = None
     stored_as: str = "delta"  # "delta", "model" or "csv"
+    data_version: str | None = None  # what the table was made from, when a digest of it says (Dagster's data version)
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ def ingest(
             [("reason", "string"), ("rows", "int")],
         ),
     }
-    if days and counts.kept == 0:
+    if days and table.requires_rows and counts.kept == 0:
         raise StepFailed(
             f"No {table.name} rows dated {day_span(days)} in {', '.join(str(source.path) for source in sources)}: "
             f"{counts.quarantined} rows of those days or undated were quarantined; nothing to ingest",
@@ -239,7 +241,8 @@ def ingest(
     kept = kept_rows(checked, table)
     partitions = quarantine_partitions = None
     if days:
-        metadata["days_without_rows"] = days_without_rows(kept, days)
+        if table.requires_rows:  # an event log may well have quiet days
+            metadata["days_without_rows"] = days_without_rows(kept, days)
         partitions = [day.isoformat() for day in days]
         reads_bulk_file = any(source.day is None for source in sources)
         quarantine_partitions = partitions + ([UNDATED] if reads_bulk_file else [])
@@ -261,7 +264,15 @@ def ingest(
     return StepOutcome(
         [
             Produced(quarantine_table(table), quarantined_rows(checked), {}, QUARANTINE_SCHEMA, quarantine_partitions),
-            Produced(table.asset, kept, metadata, table.schema, partitions),
+            # a whole table's version is its files' fingerprint: the same files give the same table
+            Produced(
+                table.asset,
+                kept,
+                metadata,
+                table.schema,
+                partitions,
+                data_version=None if days else sources_fingerprint(sources),
+            ),
         ],
         [check],
     )

@@ -61,6 +61,9 @@ class SourceTable:
     requires_rows: bool
     daily_partitioned: bool = False
     hourly: bool = False  # one row per machine and hour, on the hour: another time is quarantined (off_hour)
+    # rows dated before the partitions' first day go to the first day's partition (the history later days
+    # reach back to) rather than being quarantined as outside_calendar
+    history_in_first_partition: bool = False
 
     @property
     def schema(self) -> T.StructType:
@@ -137,15 +140,20 @@ TELEMETRY = SourceTable(
 )
 
 
-def machine_events(name: str, file_stems: tuple[str, ...], event: SourceField) -> SourceTable:
-    """A log of timestamped events per machine; a machine may have several events in one hour."""
+def machine_events(
+    name: str, file_stems: tuple[str, ...], event: SourceField, history_in_first_partition: bool = False
+) -> SourceTable:
+    """A log of timestamped events per machine, one partition per event day; a machine may have several
+    events in one hour, and a day may have none."""
     return SourceTable(
         name=name,
         asset=f"raw_{name}",
         file_stems=file_stems,
         fields=(DATETIME, MACHINE_ID, event),
         key=("machine_id", "datetime", event.name),
-        requires_rows=False,  # a fleet may well have no failures in a file
+        requires_rows=False,  # a fleet may well have no failures in a file, or on a day
+        daily_partitioned=True,
+        history_in_first_partition=history_in_first_partition,
     )
 
 
@@ -156,6 +164,8 @@ MAINTENANCE = machine_events(
     "maintenance",
     ("PdM_maint", "maint", "PdM_maintenance", "maintenance"),
     SourceField("comp", "comp", "string", COMPONENTS, "unknown_component"),
+    # days since a replacement reach back before the first day: the data set's replacements start in 2014
+    history_in_first_partition=True,
 )
 FAILURES = machine_events(
     "failures",

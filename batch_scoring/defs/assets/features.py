@@ -9,20 +9,32 @@ from batch_scoring.defs.assets.common import table_asset_args
 from batch_scoring.defs.metadata import step_results
 from batch_scoring.defs.partitions import MissingDays, lookback
 from batch_scoring.lib import steps
-from batch_scoring.lib.features import FEATURES_SCHEMA, TELEMETRY_LOOKBACK_DAYS
+from batch_scoring.lib.features import (
+    ERROR_LOOKBACK_DAYS,
+    FEATURES_SCHEMA,
+    REPLACEMENT_LOOKBACK_DAYS,
+    TELEMETRY_LOOKBACK_DAYS,
+)
 
 
 @dg.asset(
     group_name="features",
     description=(
         "One row per machine with telemetry that day, observed at the day's end (midnight UTC): rolling sensor "
-        "statistics over 3 h, 24 h and 72 h, error counts over 24 h, days since each component's replacement, "
-        "machine model and age. Reads a bounded lookback of raw telemetry, never the whole history."
+        "statistics over 3 h, 24 h and 72 h, error counts over 24 h, days since each component's replacement "
+        f"(up to {REPLACEMENT_LOOKBACK_DAYS}), machine model and age. Reads bounded lookbacks (telemetry "
+        f"{TELEMETRY_LOOKBACK_DAYS} days, errors {ERROR_LOOKBACK_DAYS}, replacements {REPLACEMENT_LOOKBACK_DAYS}), "
+        "never the whole history."
     ),
     **table_asset_args(FEATURES_SCHEMA, daily=True),
-    # a day's features read that day's telemetry and the days its longest window reaches back to; a day
-    # missing there would thin the windows, so it fails the step instead
-    ins={"raw_telemetry": lookback(TELEMETRY_LOOKBACK_DAYS, missing=MissingDays.FAIL)},
+    # a day's features read that day's telemetry and the days its longest window reaches back to (a day
+    # missing there would thin the windows, so it fails the step instead), and the errors and replacements
+    # as far back as their windows reach
+    ins={
+        "raw_telemetry": lookback(TELEMETRY_LOOKBACK_DAYS, missing=MissingDays.FAIL),
+        "raw_errors": lookback(ERROR_LOOKBACK_DAYS, missing=MissingDays.QUIET),
+        "raw_maintenance": lookback(REPLACEMENT_LOOKBACK_DAYS, missing=MissingDays.QUIET),
+    },
 )
 def features(
     context: dg.AssetExecutionContext,
