@@ -157,11 +157,46 @@ def read_day(spark, warehouse: Path, table: str, schema):
     return DeltaTables(spark, str(warehouse)).read(table, schema, partitions)
 
 
-@pytest.mark.parametrize("compute", list(COMPUTE))
-def test_the_daily_job_is_one_databricks_run_on_each_compute(
-    spark, compute, wheel, trained_fleet, local_day, tmp_path, monkeypatch
+def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str) -> None:
+    """One Databricks run for the Dagster run, on `compute`, running the project's wheel; the job clusters it
+    started; only recorded endpoints called, in their shapes, with the token only in the Authorization header;
+    the Pipes folders cleaned up."""
+    (submit,) = [r["body"] for r in double.requests if r["endpoint"].endswith("/runs/submit")]
+    (task,) = submit["tasks"]
+    _, clusters_per_run = COMPUTE[compute]
+    assert len(double.clusters_started) == clusters_per_run
+    assert task["python_wheel_task"]["package_name"] == "batch_scoring"
+    assert task["python_wheel_task"]["entry_point"] == TASK_ENTRY_POINT
+    wheel_path = os.environ[DATABRICKS_WHEEL_ENV]
+    if compute == "serverless":
+        (environment,) = submit["environments"]
+        assert (
+            environment["spec"]["dependencies"] == [wheel_path]
+            and task["environment_key"] == environment["environment_key"]
+        )
+    else:
+        assert task["libraries"] == [{"whl": wheel_path}]
+        assert ("existing_cluster_id" in task) == (compute == "existing_cluster")
+    (task_run,) = double.runs.values()
+    log = task_run.log.read_text()
+    assert "code from" in log and "site-packages/batch_scoring/deploy/databricks_task.py" in log
+
+    contract = load_contract()
+    assert {r["endpoint"] for r in double.requests} <= set(contract)
+    for request in double.requests:
+        assert request["status"] in (200, 404), request
+        example = contract["error responses" if request["status"] != 200 else request["endpoint"]]["response"]
+        assert not shape_errors(request["response"], example)
+        assert TOKEN not in json.dumps([request["query"], request["body"], request["response"]])
+        assert request["authorization"] == f"Bearer {TOKEN}"
+    assert not any(double.dbfs_path("/tmp").iterdir()) if double.dbfs_path("/tmp").exists() else True
+    assert not any((double.workspace_file(PIPES_VOLUME) / "tmp").glob("*"))
+
+
+def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes(
+    spark, wheel, trained_fleet, local_day, tmp_path, monkeypatch
 ):
-    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, compute) as (double, warehouse):
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, warehouse):
         job = build_definitions().resolve_job_def("daily_scoring_job")
         result = job.execute_in_process(
             partition_key=DAY, run_config={"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}
@@ -183,27 +218,7 @@ def test_the_daily_job_is_one_databricks_run_on_each_compute(
     ]
     assert predictions[0].count() == 30 and predictions[0].exceptAll(predictions[1]).isEmpty()
     assert (warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv").read_text().count("\n") == 31
-
-    # one Databricks run for the Dagster run, and the job clusters it started
-    (submit,) = [r["body"] for r in double.requests if r["endpoint"].endswith("/runs/submit")]
-    (task,) = submit["tasks"]
-    _, clusters_per_run = COMPUTE[compute]
-    assert len(double.clusters_started) == clusters_per_run
-    assert task["python_wheel_task"]["package_name"] == "batch_scoring"
-    assert task["python_wheel_task"]["entry_point"] == TASK_ENTRY_POINT
-    wheel_path = os.environ[DATABRICKS_WHEEL_ENV]
-    if compute == "serverless":
-        (environment,) = submit["environments"]
-        assert (
-            environment["spec"]["dependencies"] == [wheel_path]
-            and task["environment_key"] == environment["environment_key"]
-        )
-    else:
-        assert task["libraries"] == [{"whl": wheel_path}]
-        assert ("existing_cluster_id" in task) == (compute == "existing_cluster")
-    (task_run,) = double.runs.values()
-    log = task_run.log.read_text()
-    assert "code from" in log and "site-packages/batch_scoring/deploy/databricks_task.py" in log
+    assert_one_run_of_the_wheel(double, "job_cluster")
 
     # metadata and check results made the round trip through Pipes
     by_asset = materialized_metadata(result)
@@ -231,18 +246,19 @@ def test_the_daily_job_is_one_databricks_run_on_each_compute(
     )
     assert len(checks) == 4 + 3
 
-    # the contract: only recorded endpoints, in their shapes; the token only in the Authorization header
-    contract = load_contract()
-    assert {r["endpoint"] for r in double.requests} <= set(contract)
-    for request in double.requests:
-        assert request["status"] in (200, 404), request
-        example = contract["error responses" if request["status"] != 200 else request["endpoint"]]["response"]
-        assert not shape_errors(request["response"], example)
-        assert TOKEN not in json.dumps([request["query"], request["body"], request["response"]])
-        assert request["authorization"] == f"Bearer {TOKEN}"
-    # the Pipes folders are cleaned up
-    assert not any(double.dbfs_path("/tmp").iterdir()) if double.dbfs_path("/tmp").exists() else True
-    assert not any((double.workspace_file(PIPES_VOLUME) / "tmp").glob("*"))
+
+@pytest.mark.parametrize("compute", ["existing_cluster", "serverless"])
+def test_the_other_computes_run_the_same_wheel_in_one_run(spark, compute, wheel, trained_fleet, tmp_path, monkeypatch):
+    """The compute changes only the submitted run's payload: a small step (the machines) shows it on each."""
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, compute) as (double, warehouse):
+        job = build_definitions().resolve_job_def("daily_scoring_job")
+        machines = [dg.AssetKey(MACHINES.asset), dg.AssetKey(["quarantine", MACHINES.asset])]
+        result = job.execute_in_process(partition_key=DAY, asset_selection=machines)
+
+    assert result.success
+    assert set(materialized_metadata(result)) == {"raw_machines", "quarantine/raw_machines"}
+    assert read_day(spark, warehouse, MACHINES.asset, MACHINES.schema).count() == 30
+    assert_one_run_of_the_wheel(double, compute)
 
 
 def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(wheel, trained_fleet, tmp_path, monkeypatch):

@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 from batch_scoring import settings
 from batch_scoring.defs.assets import SPARK_ASSETS
 from batch_scoring.defs.definitions import pipeline_resources
+from batch_scoring.defs.jobs import daily_scoring_request
 from batch_scoring.defs.metadata import materialized_metadata
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.defs.resources import SparkResource
@@ -55,10 +56,16 @@ START = date(2015, 1, 1)
 TABLES = ["raw_machines", "raw_telemetry", "raw_errors", "raw_maintenance", "raw_failures"]
 RAW = [*TABLES, *(f"quarantine/{name}" for name in TABLES)]  # a raw table's step writes its quarantine too
 SCORING = ["daily_predictions", "maintenance_worklist", "maintenance_worklist_csv"]
-DAILY_JOB = [*RAW, "features", *SCORING]
+# the day's run as the schedule asks for it, the machines files unchanged since raw_machines was made
+DAILY_JOB = [
+    key.to_user_string() for key in daily_scoring_request(START.isoformat(), with_machines=False).asset_selection
+]
 BACKFILL = ["features", *SCORING]
 TARGETS = {
-    "pipeline_seconds": 15 * 60,
+    "pipeline_seconds": 4 * 60,
+    "ingest_rows_per_second": 250_000,
+    "features_rows_per_second": 250_000,
+    "daily_job_warm_seconds": 5.0,
     "a_incremental_speedup": 20.0,
     "b_backfill_speedup": 5.0,
     "c_day365_vs_day30": 1.3,
@@ -223,7 +230,7 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
         scored = materialize(big, DAILY_JOB, last)
         step["rows"] = metadata(scored, "raw_telemetry", "rows_kept")
         step["asset_steps"] = step_seconds(scored)
-    pipeline_seconds = sum(s["seconds"] for s in bench.steps)  # the five steps so far
+    pipeline_seconds = sum(s["seconds"] for s in bench.steps[1:])  # the steps so far, simulate excluded
 
     print("Comparisons", flush=True)
     with bench.step("(a) score the day from computed features", "feature rows of the day") as step:
@@ -300,6 +307,7 @@ def verdict(value: float, target: float, at_least: bool, unit: str = "") -> str:
 
 def report(figures: dict) -> str:
     scale, c, t = figures["scale"], figures["comparisons"], figures["targets"]
+    steps = {s["step"]: s for s in figures["steps"]}
     lines = [
         f"{scale['machines']} machines x {scale['days']} days ({scale['telemetry_rows']:,} telemetry rows) on "
         f"{figures['machine']['cores']} cores, {figures['machine']['cpu']}",
@@ -312,8 +320,14 @@ def report(figures: dict) -> str:
     a, b, c365 = c["a_incremental_speedup"], c["b_backfill_speedup"], c["c_day365_vs_day30"]
     lines += [
         "",
-        f"pipeline (simulate, ingest, features, train, score one day): {figures['pipeline_seconds']:.0f} s "
+        f"pipeline (ingest, features, train, score one day): {figures['pipeline_seconds']:.0f} s "
         f"({verdict(figures['pipeline_seconds'], t['pipeline_seconds'], False, ' s')})",
+        f"ingest {steps['ingest']['rows_per_second']:,} rows/s "
+        f"({verdict(steps['ingest']['rows_per_second'], t['ingest_rows_per_second'], True)}), features "
+        f"{steps['features']['rows_per_second']:,} rows/s "
+        f"({verdict(steps['features']['rows_per_second'], t['features_rows_per_second'], True)})",
+        f"daily job warm, one process: {a['incremental_day_seconds']} s "
+        f"({verdict(a['incremental_day_seconds'], t['daily_job_warm_seconds'], False, ' s')})",
         f"(a) reference's daily recompute {a['reference_daily_seconds']} s / incremental day "
         f"{a['incremental_day_seconds']} s = {a['ratio']}x "
         f"({verdict(a['ratio'], t['a_incremental_speedup'], True, 'x')})",
