@@ -39,6 +39,7 @@ TEST_SPARK_CONFIG = {
 }
 TEST_SPARK = SparkResource(spark_config=TEST_SPARK_CONFIG)
 SMALL_FLEET = dict(machines=6, start=date(2015, 1, 1), days=12, seed=7)
+SMALL_FLEET_DAYS = ("2015-01-01", "2015-01-12")
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +53,19 @@ def small_fleet_dir(spark, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small_fleet")
     write_fleet(simulate_fleet(spark, **SMALL_FLEET), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_fleet_ingested(small_fleet_dir, tmp_path_factory):
+    """The small fleet's twelve days of every raw table ingested in one run: the run's result and its
+    warehouse (read-only: tests that write copy it)."""
+    warehouse = tmp_path_factory.mktemp("ingested")
+    result = dg.materialize(
+        RAW_ASSETS,
+        resources=dagster_resources(small_fleet_dir, warehouse),
+        tags=partition_range_tags(*SMALL_FLEET_DAYS),
+    )
+    return result, warehouse
 
 
 @pytest.fixture
@@ -106,11 +120,18 @@ def fleet_with_features(spark, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_fleet(fleet_with_features, tmp_path_factory):
-    """`fleet_with_features` with a failure model trained on it. Read-only, like it."""
+def fleet_training(fleet_with_features, tmp_path_factory):
+    """`fleet_with_features` with a failure model trained on it: the training run's result, the input folder
+    and the warehouse. Read-only, like it."""
     input_dir, warehouse = fleet_with_features
     trained_warehouse = copy_warehouse(warehouse, tmp_path_factory.mktemp("trained") / "warehouse")
-    materialize(input_dir, trained_warehouse, [failure_model])
+    return materialize(input_dir, trained_warehouse, [failure_model]), input_dir, trained_warehouse
+
+
+@pytest.fixture(scope="session")
+def trained_fleet(fleet_training):
+    """The input folder and the warehouse of `fleet_training`."""
+    _, input_dir, trained_warehouse = fleet_training
     return input_dir, trained_warehouse
 
 

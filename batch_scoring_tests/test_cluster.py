@@ -29,6 +29,7 @@ from batch_scoring_tests.conftest import (
 
 DAY = "2015-04-29"
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+ON_CLUSTER = ("raw_telemetry", "quarantine/raw_telemetry", "features", "daily_predictions")
 LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to an address Spark should not use
 
 
@@ -82,9 +83,10 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     local = copy_warehouse(trained_fleet[1], tmp_path / "local")
 
     env = deployment_env(input_dir, on_cluster, tmp_path / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
-    # the daily job for one day, from the command line, as the README shows
-    job = ["job", "execute", "-m", "batch_scoring.defs.definitions", "-j", "daily_scoring_job"]
-    run = start_process(dagster_command("dagster", *job, "--tags", json.dumps({"dagster/partition": DAY})), env)
+    # one day's telemetry, features and predictions from the command line: an input file read, a table
+    # computed from tables and a model applied, all on the cluster's executors
+    command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--partition", DAY]
+    run = start_process(dagster_command("dagster", *command, "--select", ",".join(ON_CLUSTER)), env)
     output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-5000:]
 

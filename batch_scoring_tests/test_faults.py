@@ -22,6 +22,7 @@ from batch_scoring.lib.steps import QUARANTINE_CHECK
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
+    SMALL_FLEET_DAYS,
     copy_warehouse,
     dagster_command,
     dagster_resources,
@@ -54,7 +55,7 @@ ALL_QUARANTINE_ALLOWED = {
 
 
 def run_raw(input_dir, warehouse, first=None, last=None, run_config=None, selection=None):
-    tags = partition_range_tags(first or "2015-01-01", last or "2015-01-12")
+    tags = partition_range_tags(first or SMALL_FLEET_DAYS[0], last or SMALL_FLEET_DAYS[1])
     return dg.materialize(
         RAW_ASSETS,
         selection=selection,
@@ -95,12 +96,14 @@ def corrupt_copy(source: Path, target: Path) -> dict[str, int]:
     return lines_per_file
 
 
-def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_order(spark, small_fleet_dir, tmp_path):
+def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_order(
+    spark, small_fleet_dir, small_fleet_ingested, tmp_path
+):
     lines = corrupt_copy(small_fleet_dir, tmp_path / "corrupt")
-    clean = run_raw(small_fleet_dir, tmp_path / "clean_warehouse")
     corrupt = run_raw(tmp_path / "corrupt", tmp_path / "warehouse", run_config=ALL_QUARANTINE_ALLOWED)
+    clean, clean_warehouse = small_fleet_ingested  # the same days of the files before they were damaged
     assert clean.success and corrupt.success
-    clean_store = DeltaTables(spark, str(tmp_path / "clean_warehouse"))
+    clean_store = DeltaTables(spark, str(clean_warehouse))
     store = DeltaTables(spark, str(tmp_path / "warehouse"))
     for table in TABLES:
         meta = materialization_metadata(corrupt, table.asset)
@@ -225,6 +228,9 @@ def copy_fleet(fleet_with_features, target: Path) -> tuple[Path, Path]:
     return target / "input", copy_warehouse(warehouse, target / "warehouse")
 
 
+RERUN_DAYS = ("2015-01-25", "2015-02-10")  # a range holding the bad rows of 2015-02-01 and 2015-02-02
+
+
 def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(
     spark, fleet_with_features, tmp_path
 ):
@@ -240,7 +246,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
         "--select",
         TELEMETRY_STEP,
         "--partition-range",
-        "2015-01-01...2015-04-30",
+        "...".join(RERUN_DAYS),
     )
     deadline = time.monotonic() + 300
     while (
@@ -263,7 +269,7 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
         RAW_ASSETS,
         selection=TELEMETRY_STEP.split(","),
         resources=dagster_resources(input_dir, warehouse),
-        tags=partition_range_tags("2015-01-01", "2015-04-30"),
+        tags=partition_range_tags(*RERUN_DAYS),
     )
     assert rerun.success
     assert store.read("raw_telemetry", TELEMETRY.schema).count() == rows_before

@@ -14,6 +14,7 @@ from batch_scoring.lib.ingest import (
     numbered_lines,
     quarantined_rows,
     read_header,
+    timestamp_formats,
 )
 from batch_scoring.lib.tables import ERRORS, MACHINES, MAINTENANCE, TELEMETRY, UNDATED
 
@@ -68,6 +69,19 @@ def test_every_file_name_compression_quoting_and_timestamp_spelling_reads_the_sa
             date=date(2015, 1, 3),
         )
     ]
+
+
+def test_a_file_s_own_timestamp_spelling_is_tried_first_and_a_file_of_mixed_spellings_reads_every_row(spark, tmp_path):
+    iso = write_file(tmp_path / "iso", "telemetry.csv", [TELEMETRY_HEADER, "2015-01-03T07:00:00.000000,1,1,1,1,1"])
+    us = write_file(tmp_path / "us", "telemetry.csv.gz", [TELEMETRY_HEADER, '"1/3/2015 7:00:00 PM",1,1,1,1,1'])
+    blank = write_file(tmp_path / "blank", "telemetry.csv", [TELEMETRY_HEADER, ""])
+    assert timestamp_formats(iso, 0)[0] == "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
+    assert timestamp_formats(us, 0)[0] == "M/d/yyyy h:mm:ss a"
+    assert sorted(timestamp_formats(blank, 0)) == sorted(timestamp_formats(iso, 0))  # all of them, in some order
+    mixed = ["1/3/2015 7:00:00 AM,1,1,1,1,1", "2015-01-03 08:00:00,1,1,1,1,1", "2015-01-03T09:00:00,1,1,1,1,1"]
+    write_file(tmp_path / "mixed", "telemetry.csv", [TELEMETRY_HEADER, *mixed])
+    rows = kept_rows(checked(spark, tmp_path / "mixed", TELEMETRY), TELEMETRY).collect()
+    assert sorted(r.datetime.hour for r in rows) == [7, 8, 9]
 
 
 @pytest.mark.parametrize("name", ["PdM_maint.csv", "maint.csv", "maintenance.csv.gz", "PdM_maintenance.csv"])

@@ -105,9 +105,8 @@ def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fle
     assert "No features for 2015-06-01" in message and "Materialize raw_telemetry" in message
 
 
-def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(spark, fleet_warehouse):
-    input_dir, warehouse = fleet_warehouse
-    result = run(input_dir, warehouse, [failure_model])
+def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(spark, fleet_training):
+    result, _, warehouse = fleet_training
     meta = model_metadata(result)
     # labels end 7 days before the last day; hold-out = the last 30 labelled days; training stops 7 days earlier
     assert meta["holdout_days"] == "2015-03-25 .. 2015-04-23"
@@ -126,9 +125,12 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert store.load_latest_usable().version == meta["version"]
 
 
-def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_stay_loadable(spark, fleet_warehouse):
-    input_dir, warehouse = fleet_warehouse
-    good = model_metadata(run(input_dir, warehouse, [failure_model]))["version"]
+def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_stay_loadable(
+    spark, trained_fleet, tmp_path
+):
+    input_dir, trained = trained_fleet
+    warehouse = copy_warehouse(trained, tmp_path / "warehouse")
+    (good,) = model_versions(spark, warehouse)
     result = run(input_dir, warehouse, [failure_model], raise_on_error=False, model_config={"min_macro_f1": 0.99})
     assert not result.success  # the blocking check fails the run
     (check,) = result.get_asset_check_evaluations()

@@ -12,9 +12,13 @@ from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.defs.resources import InputFiles
 from batch_scoring.lib.tables import MACHINES, QUARANTINE_SCHEMA, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import copy_warehouse, dagster_resources, days_with_rows, materialization_metadata
-
-FIRST, LAST = "2015-01-01", "2015-01-12"
+from batch_scoring_tests.conftest import (
+    SMALL_FLEET_DAYS,
+    copy_warehouse,
+    dagster_resources,
+    days_with_rows,
+    materialization_metadata,
+)
 
 
 def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, catalog_schema="", **kwargs):
@@ -22,16 +26,8 @@ def materialize_raw(input_dir, warehouse_dir, raise_on_error=True, catalog_schem
     return dg.materialize(RAW_ASSETS, resources=resources, raise_on_error=raise_on_error, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def ingested(small_fleet_dir, tmp_path_factory):
-    """The small fleet's twelve days ingested in one run: the run's result and its warehouse (read-only:
-    tests that write copy it)."""
-    warehouse = tmp_path_factory.mktemp("ingested")
-    return materialize_raw(small_fleet_dir, warehouse, tags=partition_range_tags(FIRST, LAST)), warehouse
-
-
-def test_a_range_of_days_is_ingested_in_one_run(spark, ingested):
-    result, warehouse = ingested
+def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_ingested):
+    result, warehouse = small_fleet_ingested
     assert result.success
     store = DeltaTables(spark, str(warehouse))
     assert days_with_rows(store, "raw_telemetry") == [f"2015-01-{d:02d}" for d in range(1, 13)]
@@ -63,7 +59,7 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     with open(input_dir / "PdM_errors.csv", "a") as errors:
         errors.write("2015-01-02 05:00:00,1,error42\n")
     result = materialize_raw(
-        input_dir, tmp_path / "warehouse", raise_on_error=False, tags=partition_range_tags(FIRST, LAST)
+        input_dir, tmp_path / "warehouse", raise_on_error=False, tags=partition_range_tags(*SMALL_FLEET_DAYS)
     )
     meta = materialization_metadata(result, "raw_telemetry")
     assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
@@ -86,8 +82,8 @@ def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, t
     assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
 
-def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, ingested, tmp_path):
-    warehouse = copy_warehouse(ingested[1], tmp_path / "warehouse")
+def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, small_fleet_ingested, tmp_path):
+    warehouse = copy_warehouse(small_fleet_ingested[1], tmp_path / "warehouse")
     store = DeltaTables(spark, str(warehouse))
     first = store.read("raw_telemetry", TELEMETRY.schema).localCheckpoint()
     for _ in range(2):  # raw_machines is loaded from the warehouse, as the first run left it
@@ -99,8 +95,8 @@ def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fle
     assert telemetry.groupBy("machine_id", "datetime").count().where("count > 1").count() == 0
 
 
-def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir, ingested, tmp_path):
-    warehouse = copy_warehouse(ingested[1], tmp_path / "warehouse")
+def test_a_day_without_telemetry_fails_with_a_message_saying_so(small_fleet_dir, small_fleet_ingested, tmp_path):
+    warehouse = copy_warehouse(small_fleet_ingested[1], tmp_path / "warehouse")
     result = materialize_raw(
         small_fleet_dir, warehouse, raise_on_error=False, partition_key="2015-02-01", selection=[raw_telemetry]
     )
@@ -116,7 +112,7 @@ def test_a_missing_input_file_fails_the_run_naming_folder_and_file_names(tmp_pat
     with pytest.raises(
         Exception, match=r"No machines file in .*input \(looked for PdM_machines\.csv, .*nor in daily drops"
     ):
-        materialize_raw(tmp_path / "input", tmp_path / "warehouse", tags=partition_range_tags(FIRST, LAST))
+        materialize_raw(tmp_path / "input", tmp_path / "warehouse", tags=partition_range_tags(*SMALL_FLEET_DAYS))
 
 
 def test_with_a_catalog_schema_the_tables_are_catalog_tables(spark, small_fleet_dir, tmp_path, catalog_schema):

@@ -12,7 +12,7 @@ import functools
 import gzip
 import hashlib
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
@@ -21,17 +21,18 @@ from pyspark.sql import functions as F
 
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
 
-# Spellings of one instant in public copies of the data set: 2015-01-03T07:00:00.000000,
-# 2015-01-03 07:00:00 and 1/3/2015 7:00:00 AM.
-TIMESTAMP_FORMATS = (
-    "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
-    "yyyy-MM-dd'T'HH:mm:ss",
-    "yyyy-MM-dd HH:mm:ss",
-    "yyyy-MM-dd HH:mm:ss.SSSSSS",
-    "M/d/yyyy h:mm:ss a",
-    "M/d/yyyy H:mm:ss",
-    "M/d/yyyy H:mm",
-)
+# Spellings of one instant in public copies of the data set (2015-01-03T07:00:00.000000, 2015-01-03 07:00:00,
+# 1/3/2015 7:00:00 AM): Spark's pattern, and Python's for recognising the spelling of a file's first row. A
+# value matches one spelling at most; the file's own is tried first, since a failed attempt costs more.
+TIMESTAMP_FORMATS = {
+    "yyyy-MM-dd'T'HH:mm:ss.SSSSSS": "%Y-%m-%dT%H:%M:%S.%f",
+    "yyyy-MM-dd'T'HH:mm:ss": "%Y-%m-%dT%H:%M:%S",
+    "yyyy-MM-dd HH:mm:ss": "%Y-%m-%d %H:%M:%S",
+    "yyyy-MM-dd HH:mm:ss.SSSSSS": "%Y-%m-%d %H:%M:%S.%f",
+    "M/d/yyyy h:mm:ss a": "%m/%d/%Y %I:%M:%S %p",
+    "M/d/yyyy H:mm:ss": "%m/%d/%Y %H:%M:%S",
+    "M/d/yyyy H:mm": "%m/%d/%Y %H:%M",
+}
 
 
 DROPS_FOLDER = "daily"  # <input_dir>/daily/YYYY-MM-DD/ holds one day's drop
@@ -171,18 +172,43 @@ def sources_fingerprint(sources: list[SourceFile]) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_header(path: Path) -> list[str]:
-    """The column names on the first line of a CSV file, gzipped or not. Only that line is decoded: a bad
-    byte further in is the business of its own line."""
+def _head(path: Path, lines: int) -> list[str]:
+    """The first `lines` lines of a CSV file, gzipped or not. Only those are decoded: a bad byte further in
+    is the business of its own line."""
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            first = handle.readline().decode("utf-8-sig")
+            head = [handle.readline() for _ in range(lines)]
+        return [line.decode("utf-8-sig") for line in head if line]
     except (OSError, EOFError, UnicodeDecodeError) as error:
         raise InputFileError(f"{path}: cannot be read as UTF-8 CSV ({error})") from error
-    if not first.strip():
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names on the first line of a CSV file."""
+    head = _head(path, 1)
+    if not head or not head[0].strip():
         raise InputFileError(f"{path} is empty: expected a header line")
-    return [name.strip() for name in next(csv.reader([first]))]
+    return [name.strip() for name in next(csv.reader(head))]
+
+
+def timestamp_formats(path: Path, position: int) -> list[str]:
+    """Spark's timestamp patterns to try on a file's column `position`: the spelling of its first data row
+    first (a file keeps one spelling), then the others."""
+    try:
+        first_row = _head(path, 2)[1:]
+        value = next(csv.reader(first_row))[position].strip() if first_row else ""
+    except (InputFileError, IndexError, csv.Error):
+        value = ""  # the row's own problem, found by the rules: only the order of attempts is at stake
+    own = []
+    for pattern, spelling in TIMESTAMP_FORMATS.items():
+        try:
+            datetime.strptime(value, spelling)
+        except ValueError:
+            continue
+        own = [pattern]
+        break
+    return own + [pattern for pattern in TIMESTAMP_FORMATS if pattern not in own]
 
 
 def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
@@ -221,9 +247,9 @@ def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
 DECIMAL_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$|^(?i)[+-]?(nan|inf|infinity)$"
 
 
-def _parsed_value(raw: Column, field: SourceField) -> Column:
+def _parsed_value(raw: Column, field: SourceField, formats: list[str]) -> Column:
     if field.kind == "timestamp":
-        return F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+        return F.coalesce(*[F.try_to_timestamp(raw, F.lit(pattern)) for pattern in formats])
     if field.kind == "integer":
         return raw.try_cast("int")
     if field.kind == "double":
@@ -281,10 +307,21 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         )
     # one column more than the header names, to catch lines with extra fields
     ddl = ", ".join(f"c{i} STRING" for i in range(len(header) + 1))
-    parsed = lines.where(F.col("line_number") > 1).withColumn("fields", F.from_csv(F.col("line"), ddl))
-    raw = {f.name: F.trim(F.col(f"fields.c{positions[f.source.lower()]}")) for f in table.fields}
-    value = {f.name: _parsed_value(raw[f.name], f) for f in table.fields}
-    problem = _problems(table, raw, value, F.col(f"fields.c{len(header)}"))
+    split = lines.where(F.col("line_number") > 1).withColumn("fields", F.from_csv(F.col("line"), ddl))
+    texts = {f.name: F.trim(F.col(f"fields.c{positions[f.source.lower()]}")) for f in table.fields}
+    timestamps = [f for f in table.fields if f.kind == "timestamp"]
+    formats = {f.name: timestamp_formats(source.path, positions[f.source.lower()]) for f in timestamps}
+    # each field's text and value computed once, as columns: the rules below read them several times each
+    parsed = split.select(
+        "line_number",
+        "line",
+        F.col(f"fields.c{len(header)}").alias("extra_field"),
+        *[text.alias(f"text_{name}") for name, text in texts.items()],
+        *[_parsed_value(texts[f.name], f, formats.get(f.name, [])).alias(f"value_{f.name}") for f in table.fields],
+    )
+    raw = {f.name: F.col(f"text_{f.name}") for f in table.fields}
+    value = {f.name: F.col(f"value_{f.name}") for f in table.fields}
+    problem = _problems(table, raw, value, F.col("extra_field"))
     own_day = F.to_date(value["datetime"]) if "datetime" in value else F.lit(None).cast("date")
     if source.day is not None:
         wrong_day = F.struct(
