@@ -1,4 +1,5 @@
-"""The fleet simulator: reproducible, in the public layout, calibrated, with learnable precursors."""
+"""The fleet simulator: reproducible, in the public layout, calibrated, with learnable precursors. The tests on
+simulated frames are part of the fast loop (`pytest -m unit`); those reading the real data set are not."""
 
 import filecmp
 from datetime import date, datetime, timedelta
@@ -20,8 +21,6 @@ from batch_scoring.lib.simulator import (
 )
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, SOURCE_TABLES, TELEMETRY
 
-pytestmark = pytest.mark.unit  # tiny frames in one process: part of the fast loop
-
 FILES = ["PdM_machines.csv", "PdM_telemetry.csv", "PdM_errors.csv", "PdM_maint.csv", "PdM_failures.csv"]
 
 
@@ -38,6 +37,7 @@ def read_table(spark, folder, table):
     return kept_rows(checked, table)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("gzip", [False, True])
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_path, gzip):
     args = ["simulate", "--machines", "4", "--days", "3", "--start", "2016-03-01"] + (["--gzip"] if gzip else [])
@@ -50,6 +50,7 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_pat
     assert "PdM_telemetry.csv" + (".gz" if gzip else "") in different
 
 
+@pytest.mark.unit
 def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, small_fleet_dir):
     header, first_row = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[:2]
     assert header == "datetime,machineID,volt,rotate,pressure,vibration"
@@ -66,6 +67,7 @@ def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, 
     )
 
 
+@pytest.mark.unit
 def test_telemetry_file_is_ordered_by_machine_then_time(small_fleet_dir):
     lines = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[1:]
     keys = [(int(line.split(",")[1]), line.split(",")[0]) for line in lines]
@@ -79,6 +81,7 @@ def busy_fleet(spark):
     return fleet.telemetry.cache(), fleet.failures.cache(), fleet.errors.cache()
 
 
+@pytest.mark.unit
 def test_the_failing_component_s_sensor_drifts_in_the_day_before_a_failure(busy_fleet):
     telemetry, failures, _ = busy_fleet
     assert failures.count() > 40
@@ -120,6 +123,7 @@ def share_of_failures_with_precursor_errors(failures, errors):
     return flagged / failures.count()
 
 
+@pytest.mark.unit
 def test_failures_are_preceded_by_their_component_s_errors(busy_fleet):
     _, failures, errors = busy_fleet
     assert share_of_failures_with_precursor_errors(failures, errors) > 0.85
