@@ -1,5 +1,7 @@
 """Shared fixtures: one local Spark session for the whole test run, sized for a 2-core machine."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -7,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -14,9 +17,8 @@ import dagster as dg
 import pytest
 
 from batch_scoring import settings
+from batch_scoring.cli import main
 from batch_scoring.defs.assets import SPARK_ASSETS
-from batch_scoring.defs.assets.features import features
-from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.defs.assets.raw import RAW_ASSETS
 from batch_scoring.defs.definitions import pipeline_resources
 from batch_scoring.defs.metadata import materialized_metadata
@@ -89,7 +91,6 @@ def dagster_resources(input_dir: Path, warehouse_dir: Path, catalog_schema: str 
     return pipeline_resources(TEST_SPARK, str(input_dir), str(warehouse_dir), catalog_schema)
 
 
-FLEET_DAYS = ("2015-01-01", "2015-04-30")
 SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
 
 
@@ -108,31 +109,46 @@ def materialize(input_dir, warehouse, selection, model_config=None, run_config=N
     )
 
 
-@pytest.fixture(scope="session")
-def fleet_with_features(spark, tmp_path_factory):
-    """30 machines over 120 days (about 75 failures), ingested and turned into features.
+@dataclass(frozen=True)
+class Quickstart:
+    """What the quick start left: its exit code and printed output, its folders and its Dagster instance."""
 
-    Read-only: tests that write copy its warehouse first (`copy_warehouse`)."""
-    root = tmp_path_factory.mktemp("fleet")
-    write_fleet(simulate_fleet(spark, machines=30, start=date(2015, 1, 1), days=120, seed=5), root / "input")
-    materialize(root / "input", root / "warehouse", [*RAW_ASSETS, features], tags=partition_range_tags(*FLEET_DAYS))
-    return root / "input", root / "warehouse"
+    exit_code: int
+    output: str
+    input_dir: Path
+    warehouse: Path
+    dagster_home: Path
 
 
-@pytest.fixture(scope="session")
-def fleet_training(fleet_with_features, tmp_path_factory):
-    """`fleet_with_features` with a failure model trained on it: the training run's result, the input folder
-    and the warehouse. Read-only, like it."""
-    input_dir, warehouse = fleet_with_features
-    trained_warehouse = copy_warehouse(warehouse, tmp_path_factory.mktemp("trained") / "warehouse")
-    return materialize(input_dir, trained_warehouse, [failure_model]), input_dir, trained_warehouse
+QUICKSTART_FLEET = ("--machines", "30", "--days", "120")  # 2015-01-01 .. 2015-04-30, about 55 failures
 
 
 @pytest.fixture(scope="session")
-def trained_fleet(fleet_training):
-    """The input folder and the warehouse of `fleet_training`."""
-    _, input_dir, trained_warehouse = fleet_training
-    return input_dir, trained_warehouse
+def quickstart(spark, tmp_path_factory) -> Quickstart:
+    """The quick start's first command (`python -m batch_scoring quickstart`) run in this process on 30 machines
+    over 120 days: the simulated input, every raw table, features, a trained model and the last day scored.
+
+    The shared fleet of the tests that need a trained model or a history of features. Read-only: tests that
+    write copy its input folder or warehouse first (`copy_warehouse`)."""
+    root = tmp_path_factory.mktemp("quickstart")
+    home = root / "dagster_home"
+    create_instance(home)
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(printed):
+        env.setenv(settings.INPUT_DIR_ENV, str(root / "input"))
+        env.setenv(settings.WAREHOUSE_DIR_ENV, str(root / "warehouse"))
+        env.setenv(settings.SPARK_CONF_ENV, json.dumps(TEST_SPARK_CONFIG))
+        env.setenv("DAGSTER_HOME", str(home))
+        exit_code = main(["quickstart", *QUICKSTART_FLEET])
+    return Quickstart(exit_code, printed.getvalue(), root / "input", root / "warehouse", home)
+
+
+@pytest.fixture(scope="session")
+def trained_fleet(quickstart) -> tuple[Path, Path]:
+    """The quick start's input folder and warehouse: raw tables, features and a trained model for 30 machines
+    over 2015-01-01 .. 2015-04-30 (and that last day scored)."""
+    assert quickstart.exit_code == 0, quickstart.output
+    return quickstart.input_dir, quickstart.warehouse
 
 
 def copy_warehouse(source: Path, target: Path) -> Path:

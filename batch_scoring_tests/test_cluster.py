@@ -11,8 +11,6 @@ from pathlib import Path
 import pyspark
 import pytest
 
-from batch_scoring.defs.assets.scoring import daily_predictions
-from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
 from batch_scoring.lib.tables import TELEMETRY
 from batch_scoring.settings import SPARK_MASTER_ENV
@@ -22,14 +20,13 @@ from batch_scoring_tests.conftest import (
     dagster_command,
     deployment_env,
     free_port,
-    materialize,
     start_process,
     stop_process,
 )
 
-DAY = "2015-04-29"
+DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
-ON_CLUSTER = ("raw_telemetry", "quarantine/raw_telemetry", "features", "daily_predictions")
+ON_CLUSTER = ("raw_telemetry", "quarantine/raw_telemetry", "daily_predictions")
 LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to an address Spark should not use
 
 
@@ -79,12 +76,11 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     master_url, web_port = standalone_cluster
     input_dir = tmp_path / "input"
     shutil.copytree(trained_fleet[0], input_dir)
-    on_cluster = copy_warehouse(trained_fleet[1], tmp_path / "cluster")
-    local = copy_warehouse(trained_fleet[1], tmp_path / "local")
+    on_cluster, local = copy_warehouse(trained_fleet[1], tmp_path / "cluster"), trained_fleet[1]
 
     env = deployment_env(input_dir, on_cluster, tmp_path / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
-    # one day's telemetry, features and predictions from the command line: an input file read, a table
-    # computed from tables and a model applied, all on the cluster's executors
+    # one day's telemetry and predictions from the command line: an input file parsed and a model applied to a
+    # table read, on the cluster's executors
     command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--partition", DAY]
     run = start_process(dagster_command("dagster", *command, "--select", ",".join(ON_CLUSTER)), env)
     output = run.communicate(timeout=600)[0]
@@ -94,17 +90,18 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     applications = [app["name"] for app in state["completedapps"] + state["activeapps"]]
     assert applications == ["batch_scoring"], "the run's Spark application ran on the cluster"
 
-    # the fixture computed the day's raw telemetry and features locally; the day's predictions are scored here
-    assert materialize(input_dir, local, [daily_predictions], partition_key=DAY).success
-
-    for table, schema in (("raw_telemetry", TELEMETRY.schema), ("features", FEATURES_SCHEMA)):
-        cluster_rows = DeltaTables(spark, str(on_cluster)).read(table, schema, [DAY])
-        local_rows = DeltaTables(spark, str(local)).read(table, schema, [DAY])
-        assert cluster_rows.count() == local_rows.count() > 0
-        assert cluster_rows.exceptAll(local_rows).count() == 0, table
+    cluster_rows, local_rows = (
+        DeltaTables(spark, str(w)).read("raw_telemetry", TELEMETRY.schema, [DAY]) for w in (on_cluster, local)
+    )
+    assert cluster_rows.count() == local_rows.count() == 30 * 24
+    assert cluster_rows.exceptAll(local_rows).isEmpty()
     predictions = [
         DeltaTables(spark, str(warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).drop("scored_at")
         for warehouse in (on_cluster, local)
     ]
     assert predictions[0].count() == predictions[1].count() == 30
-    assert predictions[0].exceptAll(predictions[1]).count() == 0
+    assert predictions[0].exceptAll(predictions[1]).isEmpty()
+    # the rows compared are the cluster run's: it committed once more to each table
+    for table in ("raw_telemetry", "daily_predictions"):
+        versions = [DeltaTables(spark, str(w)).version(table) for w in (on_cluster, local)]
+        assert versions[0] == versions[1] + 1, table

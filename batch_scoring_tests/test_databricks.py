@@ -19,10 +19,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from delta.tables import DeltaTable
 
-from batch_scoring.defs.assets.features import features
-from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_failures
-from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.defs.metadata import materialized_metadata
 from batch_scoring.deploy.databricks import NODE_NAME, TASK_ENTRY_POINT
@@ -45,10 +43,10 @@ from batch_scoring.settings import (
     WAREHOUSE_DIR_ENV,
 )
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, create_instance, dagster_command, materialize
+from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, create_instance, dagster_command
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
-DAY = "2015-04-28"
+DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
 DAY_WITHOUT_FEATURES = "2015-06-01"
 TOKEN = "dapi-fake-token-for-the-double-0123456789"
 CLUSTER = {"spark_version": "17.3.x-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1}
@@ -61,7 +59,7 @@ COMPUTE = {
     "existing_cluster": ({DATABRICKS_CLUSTER_ID_ENV: CLUSTER_ID}, 0),
     "serverless": ({DATABRICKS_VOLUME_ENV: PIPES_VOLUME}, 0),
 }
-DAILY_TABLES = ["raw_machines", "raw_telemetry", "quarantine/raw_telemetry", "features", "maintenance_worklist"]
+DAILY_TABLES = ["raw_machines", "raw_telemetry", "quarantine/raw_telemetry", "features"]
 EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: list every machine
 
 
@@ -80,22 +78,6 @@ def wheel(tmp_path_factory) -> Path:
     )
     (built,) = out.glob("batch_scoring-*.whl")
     return built
-
-
-@pytest.fixture(scope="module")
-def local_day(trained_fleet, tmp_path_factory) -> Path:
-    """The warehouse after a local run of the daily job's assets for DAY (the worklist listing every machine)."""
-    input_dir, trained_warehouse = trained_fleet
-    local = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("local") / "warehouse")
-    daily = [a for a in RAW_ASSETS if a is not raw_failures] + [features, daily_predictions, maintenance_worklist]
-    assert materialize(
-        input_dir,
-        local,
-        daily,
-        partition_key=DAY,
-        run_config={"ops": {"maintenance_worklist": {"config": EVERY_MACHINE}}},
-    )
-    return local
 
 
 def task_env(home: Path) -> dict[str, str]:
@@ -194,30 +176,41 @@ def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str) -> None:
 
 
 def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes(
-    spark, wheel, trained_fleet, local_day, tmp_path, monkeypatch
+    spark, wheel, trained_fleet, tmp_path, monkeypatch
 ):
+    local = trained_fleet[1]
     with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, warehouse):
+        (warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv").unlink()  # the quick start's: written again
         job = build_definitions().resolve_job_def("daily_scoring_job")
         result = job.execute_in_process(
             partition_key=DAY, run_config={"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}
         )
 
     assert result.success
-    # the compute wrote what a local run writes, with the project's own steps
+    # the compute wrote what the quick start's local run wrote, with the project's own steps
     schemas = {MACHINES.asset: MACHINES.schema, TELEMETRY.asset: TELEMETRY.schema} | {
         "quarantine/raw_telemetry": QUARANTINE_SCHEMA,
         "features": FEATURES_SCHEMA,
-        "maintenance_worklist": WORKLIST_SCHEMA,
     }
     for table in DAILY_TABLES:
-        remote, local = (read_day(spark, w, table, schemas[table]) for w in (warehouse, local_day))
-        assert remote.count() == local.count() > 0 or table.startswith("quarantine"), table
-        assert remote.exceptAll(local).isEmpty() and local.exceptAll(remote).isEmpty(), table
+        remote, local_rows = (read_day(spark, w, table, schemas[table]) for w in (warehouse, local))
+        assert remote.count() == local_rows.count() > 0 or table.startswith("quarantine"), table
+        assert remote.exceptAll(local_rows).isEmpty() and local_rows.exceptAll(remote).isEmpty(), table
     predictions = [
-        read_day(spark, w, "daily_predictions", PREDICTIONS_SCHEMA).drop("scored_at") for w in (warehouse, local_day)
+        read_day(spark, w, "daily_predictions", PREDICTIONS_SCHEMA).drop("scored_at") for w in (warehouse, local)
     ]
     assert predictions[0].count() == 30 and predictions[0].exceptAll(predictions[1]).isEmpty()
-    assert (warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv").read_text().count("\n") == 31
+    # the run config reached the compute: every machine is listed, the quick start's (from 0.5) first
+    worklists = [read_day(spark, w, "maintenance_worklist", WORKLIST_SCHEMA) for w in (warehouse, local)]
+    listed_locally = worklists[1].count()
+    assert worklists[0].count() == 30 and 0 < listed_locally < 30
+    from_half = worklists[0].where("failure_probability >= 0.5")
+    assert from_half.exceptAll(worklists[1]).isEmpty() and worklists[1].exceptAll(from_half).isEmpty()
+    csv_files = [w / "worklists" / f"maintenance_worklist_{DAY}.csv" for w in (warehouse, local)]
+    remote_csv, local_csv = (path.read_text().splitlines() for path in csv_files)
+    assert len(remote_csv) == 31 and remote_csv[: 1 + listed_locally] == local_csv
+    for table in [*DAILY_TABLES[:2], "features", "daily_predictions", "maintenance_worklist"]:
+        assert last_commit_note(spark, warehouse, table) == f"dagster run {result.run_id} asset {table}"
     assert_one_run_of_the_wheel(double, "job_cluster")
 
     # metadata and check results made the round trip through Pipes
@@ -225,6 +218,7 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     assert set(by_asset) == {
         *DAILY_TABLES,
         "daily_predictions",
+        "maintenance_worklist",
         "maintenance_worklist_csv",
         "quarantine/raw_machines",
         "raw_errors",
@@ -235,9 +229,7 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     assert by_asset["daily_predictions"]["dagster/row_count"] == 30
     assert by_asset["daily_predictions"]["dagster/column_schema"].columns[0].name == "machine_id"
     assert by_asset["maintenance_worklist"]["machines_listed"] == {DAY: 30}
-    assert by_asset["maintenance_worklist_csv"]["csv_file"] == str(
-        warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv"
-    )
+    assert by_asset["maintenance_worklist_csv"]["csv_file"] == str(csv_files[0])
     assert by_asset["raw_telemetry"]["rows_read"] == 30 * 24
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     assert (
@@ -247,18 +239,13 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     assert len(checks) == 4 + 3
 
 
-@pytest.mark.parametrize("compute", ["existing_cluster", "serverless"])
-def test_the_other_computes_run_the_same_wheel_in_one_run(spark, compute, wheel, trained_fleet, tmp_path, monkeypatch):
-    """The compute changes only the submitted run's payload: a small step (the machines) shows it on each."""
-    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, compute) as (double, warehouse):
-        job = build_definitions().resolve_job_def("daily_scoring_job")
-        machines = [dg.AssetKey(MACHINES.asset), dg.AssetKey(["quarantine", MACHINES.asset])]
-        result = job.execute_in_process(partition_key=DAY, asset_selection=machines)
+def last_commit_note(spark, warehouse: Path, table: str) -> str:
+    (commit,) = DeltaTable.forPath(spark, str(warehouse / table)).history(1).collect()
+    return commit.userMetadata
 
-    assert result.success
-    assert set(materialized_metadata(result)) == {"raw_machines", "quarantine/raw_machines"}
-    assert read_day(spark, warehouse, MACHINES.asset, MACHINES.schema).count() == 30
-    assert_one_run_of_the_wheel(double, compute)
+
+# The compute changes only the submitted run's payload: the daily job runs on a new job cluster, a failing step on
+# an existing cluster, and a run cancelled on serverless compute, each one run of the same wheel.
 
 
 def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(wheel, trained_fleet, tmp_path, monkeypatch):
@@ -277,10 +264,11 @@ def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(wheel, tr
     assert "Nothing to score for 2015-06-01" in failure.step_failure_data.user_failure_data.description
     (task_run,) = double.runs.values()
     assert task_run.state()["result_state"] == "SUCCESS"  # the task stopped itself, saying why
+    assert_one_run_of_the_wheel(double, "existing_cluster")
 
 
 def test_terminating_the_dagster_run_cancels_the_databricks_run(wheel, trained_fleet, tmp_path, monkeypatch):
-    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, _):
+    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "serverless") as (double, _):
         dagster_home = tmp_path / "dagster_home"
         create_instance(dagster_home)
         run = subprocess.Popen(
@@ -314,6 +302,7 @@ def test_terminating_the_dagster_run_cancels_the_databricks_run(wheel, trained_f
         assert [r["body"]["run_id"] for r in cancels] == [task_run.run_id], output
         assert task_run.state()["result_state"] == "CANCELED" and task_run.process.poll() is not None
         assert "canceling Databricks job" in output
+        assert_one_run_of_the_wheel(double, "serverless")
 
 
 def test_the_double_refuses_what_the_api_refuses(tmp_path):

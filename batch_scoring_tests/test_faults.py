@@ -121,6 +121,18 @@ def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_
     telemetry_quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
     (cut_short,) = telemetry_quarantine.where("reason = 'missing_field'").collect()
     assert (cut_short.line_number, cut_short.field) == (lines["telemetry"], "pressure")
+    # a row keeps its day where its timestamp reads, and the metadata and the check count by reason
+    days = {r.reason: r.date for r in telemetry_quarantine.collect()}
+    assert (days["not_numeric"], days["unknown_machine"], days["bad_timestamp"]) == (
+        "2015-01-05",
+        "2015-01-05",
+        "undated",
+    )
+    meta = materialization_metadata(corrupt, "raw_telemetry")
+    by_reason = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
+    assert by_reason == dict.fromkeys(days, 1) and len(by_reason) == 6
+    (check,) = [c for c in corrupt.get_asset_check_evaluations() if c.asset_key.to_user_string() == "raw_telemetry"]
+    assert check.passed and check.metadata["quarantined_share"].value == pytest.approx(6 / meta["rows_read"], abs=1e-6)
 
 
 def test_too_many_quarantined_rows_fail_the_check_and_stop_everything_downstream(spark, small_fleet_dir, tmp_path):
@@ -168,34 +180,34 @@ def _truncated_gzip(path: Path) -> None:
     ids=["wrong_header", "truncated_gzip"],
 )
 def test_an_unreadable_file_fails_the_run_naming_it_and_leaves_the_table_as_it_was(
-    spark, small_fleet_dir, tmp_path, damage, message
+    spark, small_fleet_dir, small_fleet_ingested, tmp_path, damage, message
 ):
     input_dir = tmp_path / "input"
     shutil.copytree(small_fleet_dir, input_dir)
-    telemetry_and_machines = [raw_machines, raw_telemetry]
-    assert run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, selection=telemetry_and_machines).success
-    store = DeltaTables(spark, str(tmp_path / "warehouse"))
-    before = store.read("raw_telemetry", TELEMETRY.schema).count()
+    warehouse = copy_warehouse(small_fleet_ingested[1], tmp_path / "warehouse")
+    store = DeltaTables(spark, str(warehouse))
+    version_before = store.version("raw_telemetry")
     damage(input_dir / "PdM_telemetry.csv")
-    result = run_raw(input_dir, tmp_path / "warehouse", DAY, DAY, selection=telemetry_and_machines)
+    result = run_raw(input_dir, warehouse, DAY, DAY, selection=[raw_machines, raw_telemetry])
     assert not result.success
     assert re.search(message, failure_text(result)), failure_text(result)
-    assert store.read("raw_telemetry", TELEMETRY.schema).count() == before == 6 * 24
+    assert store.version("raw_telemetry") == version_before
+    assert store.read("raw_telemetry", TELEMETRY.schema).count() == 6 * 24 * 12
 
 
-def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(spark, small_fleet_dir, tmp_path):
+def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(
+    spark, small_fleet_dir, small_fleet_ingested, tmp_path
+):
     # the small fleet's telemetry ends on 2015-01-12; a day alone without rows fails (test_raw_assets)
+    warehouse = copy_warehouse(small_fleet_ingested[1], tmp_path / "warehouse")
     result = materialize(
-        small_fleet_dir,
-        tmp_path,
-        [*RAW_ASSETS, features],
-        tags=partition_range_tags("2015-01-11", "2015-01-14"),
+        small_fleet_dir, warehouse, [raw_telemetry, features], tags=partition_range_tags("2015-01-11", "2015-01-14")
     )
     assert result.success
     empty_days = ["2015-01-13", "2015-01-14"]
     assert materialization_metadata(result, "raw_telemetry")["days_without_rows"] == empty_days
     assert materialization_metadata(result, "features")["days_without_rows"] == empty_days
-    store = DeltaTables(spark, str(tmp_path))
+    store = DeltaTables(spark, str(warehouse))
     assert days_with_rows(store, "raw_telemetry")[-1] == "2015-01-12"
     assert store.read("raw_telemetry", TELEMETRY.schema, empty_days).count() == 0
     assert days_with_rows(store, "features") == ["2015-01-11", "2015-01-12"]
@@ -218,10 +230,10 @@ def cli_instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def copy_fleet(fleet_with_features, target: Path) -> tuple[Path, Path]:
+def copy_fleet(trained_fleet, target: Path) -> tuple[Path, Path]:
     """The 30-machine fleet's input (with one bad telemetry row on each of two days and one undated)
     and a copy of its warehouse, which tests may change."""
-    input_dir, warehouse = fleet_with_features
+    input_dir, warehouse = trained_fleet
     shutil.copytree(input_dir, target / "input")
     with open(target / "input" / "PdM_telemetry.csv", "a") as telemetry:
         telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
@@ -231,10 +243,8 @@ def copy_fleet(fleet_with_features, target: Path) -> tuple[Path, Path]:
 RERUN_DAYS = ("2015-01-25", "2015-02-10")  # a range holding the bad rows of 2015-02-01 and 2015-02-02
 
 
-def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(
-    spark, fleet_with_features, tmp_path
-):
-    input_dir, warehouse = copy_fleet(fleet_with_features, tmp_path)
+def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(spark, trained_fleet, tmp_path):
+    input_dir, warehouse = copy_fleet(trained_fleet, tmp_path)
     store = DeltaTables(spark, str(warehouse))
     before = store.read("raw_telemetry", TELEMETRY.schema).cache()
     rows_before = before.count()
@@ -278,10 +288,10 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
 
 
 @pytest.fixture(scope="module")
-def two_concurrent_runs(fleet_with_features, tmp_path_factory):
+def two_concurrent_runs(trained_fleet, tmp_path_factory):
     """Two CLI runs started together, each ingesting a different day of telemetry."""
     root = tmp_path_factory.mktemp("concurrent")
-    input_dir, warehouse = copy_fleet(fleet_with_features, root)
+    input_dir, warehouse = copy_fleet(trained_fleet, root)
     home = root / "home"
     runs = [
         start_cli_run(input_dir, warehouse, home, "--select", TELEMETRY_STEP, "--partition", day)

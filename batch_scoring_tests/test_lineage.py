@@ -5,6 +5,7 @@ import datetime as dt
 
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
 from batch_scoring.lib.features import FEATURES_SCHEMA
@@ -17,25 +18,37 @@ DAY = "2015-04-20"
 SCORING = [daily_predictions, maintenance_worklist]
 
 
-@pytest.fixture
-def scored(trained_fleet, tmp_path):
-    """A copy of the trained fleet's warehouse with DAY scored, and that run's result."""
+@pytest.fixture(scope="module")
+def scored(trained_fleet, tmp_path_factory):
+    """A copy of the trained fleet's warehouse with DAY scored, and that run's result. Read-only."""
     input_dir, trained_warehouse = trained_fleet
-    warehouse = copy_warehouse(trained_warehouse, tmp_path / "warehouse")
+    warehouse = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("scored") / "warehouse")
     return input_dir, warehouse, materialize(input_dir, warehouse, SCORING, partition_key=DAY)
+
+
+def version_at(spark, location: str, moment: dt.datetime) -> int:
+    """The newest version of a Delta table committed at or before `moment`."""
+    history = DeltaTable.forPath(spark, location).history().where(F.col("timestamp") <= F.lit(moment))
+    return history.agg(F.max("version")).first()[0]
 
 
 def test_each_materialization_records_the_delta_versions_it_wrote_and_read(spark, scored):
     _, warehouse, result = scored
     tables = DeltaTables(spark, str(warehouse))
     (manifest,) = model_manifests(spark, warehouse)
-    # the model names the versions of the tables it learnt from
-    assert manifest["read"] == {"features": tables.version("features"), "raw_failures": tables.version("raw_failures")}
+    # the model names the versions of the tables it learnt from: those they held when it was registered (the quick
+    # start's daily run wrote features again afterwards)
+    (registered,) = DeltaTable.forPath(spark, tables.location("failure_model/registry")).history(1).collect()
+    assert manifest["read"] == {
+        name: version_at(spark, tables.location(name), registered.timestamp) for name in ("features", "raw_failures")
+    }
     predictions = materialization_metadata(result, "daily_predictions")
     assert predictions["delta_version"] == tables.version("daily_predictions")
     assert predictions["delta_versions_read"] == {
         "features": tables.version("features"),
         "failure_model": manifest["version"],
+        # its own trailing week, read before this run wrote (the table held the quick start's day)
+        "daily_predictions": predictions["delta_version"] - 1,
     }
     worklist = materialization_metadata(result, "maintenance_worklist")
     assert worklist["delta_versions_read"] == {"daily_predictions": predictions["delta_version"]}
@@ -44,8 +57,9 @@ def test_each_materialization_records_the_delta_versions_it_wrote_and_read(spark
     assert commit.userMetadata == f"dagster run {result.run_id} asset daily_predictions"
 
 
-def test_a_day_can_be_read_as_it_was_before_a_rerun_and_the_table_restored(spark, scored):
-    input_dir, warehouse, first = scored
+def test_a_day_can_be_read_as_it_was_before_a_rerun_and_the_table_restored(spark, scored, tmp_path):
+    input_dir, scored_warehouse, first = scored
+    warehouse = copy_warehouse(scored_warehouse, tmp_path / "warehouse")
     tables = DeltaTables(spark, str(warehouse))
     before = materialization_metadata(first, "daily_predictions")["delta_version"]
     rows_before = sorted(tuple(r) for r in tables.read("daily_predictions", PREDICTIONS_SCHEMA, [DAY]).collect())
@@ -67,11 +81,11 @@ def _canonical(value):
     return value
 
 
-def test_delta_rs_reads_exactly_the_rows_spark_wrote(spark, scored):
+def test_delta_rs_reads_exactly_the_rows_spark_wrote(spark, trained_fleet):
     from deltalake import DeltaTable as RustDeltaTable
     from deltalake import QueryBuilder
 
-    _, warehouse, _ = scored
+    _, warehouse = trained_fleet  # every table, written by the quick start
     tables = DeltaTables(spark, str(warehouse))
     schemas = {
         **{table.asset: table.schema for table in (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)},

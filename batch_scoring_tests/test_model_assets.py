@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from delta.tables import DeltaTable
 from pyspark.ml import Pipeline, PipelineModel
@@ -33,9 +34,9 @@ def run(input_dir, warehouse, selection, **kwargs):
 
 
 @pytest.fixture
-def fleet_warehouse(fleet_with_features, tmp_path):
+def fleet_warehouse(trained_fleet, tmp_path):
     """A copy of the shared fleet's warehouse, for tests that write to it."""
-    input_dir, warehouse = fleet_with_features
+    input_dir, warehouse = trained_fleet
     return input_dir, copy_warehouse(warehouse, tmp_path / "warehouse")
 
 
@@ -44,17 +45,15 @@ def model_metadata(result):
     return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
 
 
-def test_features_cover_every_day_and_machine(spark, fleet_with_features):
-    _, warehouse = fleet_with_features
+def test_features_cover_every_day_and_machine(spark, trained_fleet):
+    _, warehouse = trained_fleet
     table = DeltaTables(spark, str(warehouse)).read("features", FEATURES_SCHEMA)
     assert table.count() == 30 * 120
     assert table.select("date").distinct().count() == 120
 
 
-def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(
-    spark, fleet_with_features, tmp_path
-):
-    input_dir, full = fleet_with_features
+def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(spark, trained_fleet, tmp_path):
+    input_dir, full = trained_fleet
     # a warehouse holding telemetry and errors of 2015-03-08..10 only (the days the 72 h window of 2015-03-10
     # reaches) and the replacements from the first day (less than the 365 days that days since reach)
     run(
@@ -105,23 +104,33 @@ def test_features_of_a_day_without_telemetry_fail_saying_what_to_materialize(fle
     assert "No features for 2015-06-01" in message and "Materialize raw_telemetry" in message
 
 
-def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(spark, fleet_training):
-    result, _, warehouse = fleet_training
-    meta = model_metadata(result)
-    # labels end 7 days before the last day; hold-out = the last 30 labelled days; training stops 7 days earlier
-    assert meta["holdout_days"] == "2015-03-25 .. 2015-04-23"
-    assert meta["training_days"] == "2015-01-01 .. 2015-03-17"
-    assert meta["holdout_rows"] == 30 * 30 and meta["train_rows"] == 30 * 76
+def quickstart_training(quickstart) -> tuple[dict, list[dg.AssetCheckEvaluation]]:
+    """The failure_model materialization of the quick start's training run: its metadata and its checks."""
+    with dg.DagsterInstance.from_config(str(quickstart.dagster_home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("failure_model"))
+        checks = instance.get_records_for_run(event.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in checks.records]
+    return metadata, [e for e in evaluations if e.asset_key == dg.AssetKey("failure_model")]
+
+
+def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_version(spark, quickstart):
+    meta, checks = quickstart_training(quickstart)
+    # labels end 7 days before the last day; hold-out = the last 24 labelled days (a fifth of the quick start's
+    # 120); training stops 7 days earlier
+    assert meta["holdout_days"] == "2015-03-31 .. 2015-04-23"
+    assert meta["training_days"] == "2015-01-01 .. 2015-03-23"
+    assert meta["holdout_rows"] == 30 * 24 and meta["train_rows"] == 30 * 82
     assert meta["baseline_macro_f1"] == 0.0
     assert meta["macro_f1"] > 0.5, meta["macro_f1"]
     assert [r.data["class"] for r in meta["holdout_metrics"].records] == ["none", "comp1", "comp2", "comp3", "comp4"]
-    assert sum(sum(v for k, v in r.data.items() if k != "true_class") for r in meta["confusion_matrix"].records) == 900
+    assert sum(sum(v for k, v in r.data.items() if k != "true_class") for r in meta["confusion_matrix"].records) == 720
     assert len(meta["feature_importances"].records) == 15
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = checks
     assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
-    store = model_store(spark, warehouse)
-    assert model_versions(spark, warehouse) == [meta["version"]]
+    store = model_store(spark, quickstart.warehouse)
+    assert model_versions(spark, quickstart.warehouse) == [meta["version"]]
     assert store.load_latest_usable().version == meta["version"]
 
 

@@ -1,6 +1,6 @@
-"""The quick start's first command, run in-process on a small fleet."""
+"""The quick start's first command, run in-process on a small fleet (the `quickstart` fixture, which the tests
+that need a trained fleet share)."""
 
-from batch_scoring.cli import main
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
@@ -9,15 +9,11 @@ from batch_scoring_tests.conftest import days_with_rows, model_versions
 TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
 
 
-def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("BATCH_SCORING_INPUT_DIR", str(tmp_path / "input"))
-    monkeypatch.setenv("BATCH_SCORING_WAREHOUSE_DIR", str(tmp_path / "warehouse"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert main(["quickstart", "--machines", "30", "--days", "120"]) == 0
-    out = capsys.readouterr().out
-    assert f"Simulating 30 machines over 120 days from 2015-01-01 into {tmp_path / 'input'}" in out
+def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quickstart):
+    out, warehouse = quickstart.output, quickstart.warehouse
+    assert quickstart.exit_code == 0, out
+    assert f"Simulating 30 machines over 120 days from 2015-01-01 into {quickstart.input_dir}" in out
     summary = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("raw_", "features"))}
-    warehouse = tmp_path / "warehouse"
     assert summary["raw_telemetry"] == ["86,400", "0", str(warehouse / "raw_telemetry")]
     assert summary["raw_machines"] == ["30", "0", str(warehouse / "raw_machines")]
     assert summary["features"] == ["3,600", "-", str(warehouse / "features")]
@@ -30,7 +26,7 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, tmp_pa
     assert f"Predictions: 30 machines scored with model {version}" in out
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
-    assert days_with_rows(DeltaTables(spark, str(warehouse)), "daily_predictions") == ["2015-04-30"]
+    assert days_with_rows(store, "daily_predictions") == ["2015-04-30"]
     # every table of the warehouse is a Delta table
     table_folders = {p.parent.relative_to(warehouse).as_posix() for p in warehouse.rglob("_delta_log")}
     assert table_folders == {

@@ -10,7 +10,7 @@ from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetr
 from batch_scoring.defs.jobs import MACHINES_KEYS, daily_scoring_request, machines_changed
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.defs.resources import InputFiles
-from batch_scoring.lib.tables import MACHINES, QUARANTINE_SCHEMA, TELEMETRY
+from batch_scoring.lib.tables import MACHINES, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     SMALL_FLEET_DAYS,
@@ -47,39 +47,6 @@ def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_ingested):
         if e.asset_key.to_user_string() == "raw_telemetry"
     }
     assert len(partitions) == 12
-
-
-def test_bad_rows_are_quarantined_counted_and_kept_out(spark, small_fleet_dir, tmp_path):
-    input_dir = tmp_path / "input"
-    shutil.copytree(small_fleet_dir, input_dir)
-    with open(input_dir / "PdM_telemetry.csv", "a") as telemetry:
-        telemetry.write("2015-01-02 05:00:00,1,oops,450,100,40\n")  # non-numeric
-        telemetry.write("2015-01-02 05:00:00,77,170,450,100,40\n")  # unknown machine
-        telemetry.write("yesterday,1,170,450,100,40\n")  # no readable date
-    with open(input_dir / "PdM_errors.csv", "a") as errors:
-        errors.write("2015-01-02 05:00:00,1,error42\n")
-    result = materialize_raw(
-        input_dir, tmp_path / "warehouse", raise_on_error=False, tags=partition_range_tags(*SMALL_FLEET_DAYS)
-    )
-    meta = materialization_metadata(result, "raw_telemetry")
-    assert (meta["rows_read"], meta["rows_kept"], meta["rows_quarantined"]) == (1731, 1728, 3)
-    reasons = {r.data["reason"]: r.data["rows"] for r in meta["quarantined_by_reason"].records}
-    assert reasons == {"bad_timestamp": 1, "not_numeric": 1, "unknown_machine": 1}
-    store = DeltaTables(spark, str(tmp_path / "warehouse"))
-    quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA).collect()
-    last_line = 1 + 1728
-    assert sorted((r.line_number, r.reason, r.date) for r in quarantine) == [
-        (last_line + 1, "not_numeric", "2015-01-02"),
-        (last_line + 2, "unknown_machine", "2015-01-02"),
-        (last_line + 3, "bad_timestamp", "undated"),
-    ]
-    assert materialization_metadata(result, "raw_errors")["rows_quarantined"] == 1
-    # 3 of 1731 telemetry rows is within the default 1 %; 1 bad error row of a few dozen is not
-    checks = {e.asset_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
-    assert checks["raw_telemetry"].passed
-    assert checks["raw_telemetry"].metadata["quarantined_share"].value == pytest.approx(3 / 1731, abs=1e-6)
-    assert not checks["raw_errors"].passed
-    assert checks["raw_errors"].metadata["max_quarantined_share"].value == 0.01
 
 
 def test_rerunning_a_day_gives_the_same_rows_without_duplicates(spark, small_fleet_dir, small_fleet_ingested, tmp_path):

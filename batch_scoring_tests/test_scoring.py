@@ -2,6 +2,7 @@
 
 import csv
 import datetime as dt
+import shutil
 
 import dagster as dg
 import pytest
@@ -15,17 +16,29 @@ from batch_scoring.defs.schedules import daily_scoring_schedule
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import copy_warehouse, materialize, model_versions
+from batch_scoring_tests.conftest import copy_warehouse, days_with_rows, materialize, model_versions
 
 SCORING = [daily_predictions, maintenance_worklist]
 
 
-@pytest.fixture
-def warehouse(trained_fleet, tmp_path):
-    return trained_fleet[0], copy_warehouse(trained_fleet[1], tmp_path / "warehouse")
+DAY = "2015-04-20"
+WORKLIST_FROM_0_3 = {"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.3}}}}
 
 
-def predictions(spark, warehouse_dir, days=None):
+@pytest.fixture(scope="module")
+def scored_day(trained_fleet, tmp_path_factory):
+    """A copy of the trained fleet's warehouse with DAY scored (the worklist from failure probability 0.3), and
+    that run's result. Read-only: tests that write copy it."""
+    input_dir, trained_warehouse = trained_fleet
+    warehouse_dir = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("scored") / "warehouse")
+    return (
+        input_dir,
+        warehouse_dir,
+        materialize(input_dir, warehouse_dir, SCORING, partition_key=DAY, run_config=WORKLIST_FROM_0_3),
+    )
+
+
+def predictions(spark, warehouse_dir, days):
     return DeltaTables(spark, str(warehouse_dir)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
 
 
@@ -34,14 +47,14 @@ def comparable(df):
     return sorted(tuple(r) for r in df.drop("scored_at").collect())
 
 
-def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, warehouse):
-    input_dir, warehouse_dir = warehouse
-    result = materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
+def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, scored_day):
+    _, warehouse_dir, result = scored_day
     version = model_versions(spark, warehouse_dir)[-1]
-    table = predictions(spark, warehouse_dir)
+    # the quick start scored its last day; this run added DAY and nothing else
+    assert days_with_rows(DeltaTables(spark, str(warehouse_dir)), "daily_predictions") == [DAY, "2015-04-30"]
+    table = predictions(spark, warehouse_dir, [DAY])
     assert table.count() == 30
     assert table.select("machine_id").distinct().count() == 30
-    assert {r.date for r in table.select("date").distinct().collect()} == {dt.date(2015, 4, 20)}
     assert {r.model_version for r in table.select("model_version").distinct().collect()} == {version}
     assert table.where(F.col("observed_at") != F.lit(dt.datetime(2015, 4, 21))).count() == 0
     assert table.where(F.col("predicted_component").isin("none", "comp1", "comp2", "comp3", "comp4")).count() == 30
@@ -56,46 +69,52 @@ def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, w
     assert not_scored == [f"2015-04-{day}" for day in range(13, 20)]
 
 
-def test_rerunning_a_day_replaces_its_predictions(spark, warehouse):
-    input_dir, warehouse_dir = warehouse
-    materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    first = comparable(predictions(spark, warehouse_dir))
-    materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    assert comparable(predictions(spark, warehouse_dir)) == first
+def test_rerunning_a_day_replaces_its_predictions(spark, scored_day, tmp_path):
+    input_dir, scored_warehouse, _ = scored_day
+    warehouse_dir = copy_warehouse(scored_warehouse, tmp_path / "warehouse")
+    assert materialize(input_dir, warehouse_dir, SCORING, partition_key=DAY, run_config=WORKLIST_FROM_0_3).success
+    first = comparable(predictions(spark, scored_warehouse, [DAY]))
+    assert comparable(predictions(spark, warehouse_dir, [DAY])) == first
     assert len(first) == 30
+    versions = [DeltaTables(spark, str(w)).version("daily_predictions") for w in (scored_warehouse, warehouse_dir)]
+    assert versions[1] == versions[0] + 1  # replaced in one commit
 
 
 def test_a_backfill_in_one_run_equals_scoring_the_days_one_by_one(spark, trained_fleet, tmp_path):
     input_dir, trained_warehouse = trained_fleet
+    days = ["2015-04-10", "2015-04-11", "2015-04-12"]
     in_one_run = copy_warehouse(trained_warehouse, tmp_path / "range")
-    result = materialize(input_dir, in_one_run, SCORING, tags=partition_range_tags("2015-04-10", "2015-04-13"))
-    assert len({e.partition for e in result.get_asset_materialization_events()}) == 4
+    result = materialize(input_dir, in_one_run, SCORING, tags=partition_range_tags(days[0], days[-1]))
+    assert {e.partition for e in result.get_asset_materialization_events()} == set(days)
     day_by_day = copy_warehouse(trained_warehouse, tmp_path / "daily")
-    for day in range(10, 14):
-        last = materialize(input_dir, day_by_day, SCORING, partition_key=f"2015-04-{day}")
+    for day in days:
+        last = materialize(input_dir, day_by_day, SCORING, partition_key=day)
     # the last day read the days before it through daily_predictions' declared dependency on its own past
     (stable,) = [c for c in last.get_asset_check_evaluations() if c.check_name == "failure_share_stable"]
-    assert stable.metadata["trailing_days_not_scored"].value == ["2015-04-06", "2015-04-07", "2015-04-08", "2015-04-09"]
-    ranged = comparable(predictions(spark, in_one_run))
-    assert len(ranged) == 4 * 30
-    assert ranged == comparable(predictions(spark, day_by_day))
+    assert stable.metadata["trailing_days_not_scored"].value == [f"2015-04-0{day}" for day in range(5, 10)]
+    ranged = comparable(predictions(spark, in_one_run, days))
+    assert len(ranged) == 3 * 30
+    assert ranged == comparable(predictions(spark, day_by_day, days))
     worklists = [
-        sorted(tuple(r) for r in DeltaTables(spark, str(w)).read("maintenance_worklist", WORKLIST_SCHEMA).collect())
+        sorted(
+            tuple(r) for r in DeltaTables(spark, str(w)).read("maintenance_worklist", WORKLIST_SCHEMA, days).collect()
+        )
         for w in (in_one_run, day_by_day)
     ]
     assert worklists[0] == worklists[1]
 
 
-def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark, warehouse):
-    input_dir, warehouse_dir = warehouse
-    config = {"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.3}}}}
-    result = materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20", run_config=config)
-    scored = predictions(spark, warehouse_dir).collect()
+def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark, scored_day):
+    _, warehouse_dir, result = scored_day
+    scored = predictions(spark, warehouse_dir, [DAY]).collect()
     expected = sorted(
         (r for r in scored if r.failure_probability >= 0.3), key=lambda r: (-r.failure_probability, r.machine_id)
     )
     listed = (
-        DeltaTables(spark, str(warehouse_dir)).read("maintenance_worklist", WORKLIST_SCHEMA).orderBy("rank").collect()
+        DeltaTables(spark, str(warehouse_dir))
+        .read("maintenance_worklist", WORKLIST_SCHEMA, [DAY])
+        .orderBy("rank")
+        .collect()
     )
     assert [r.machine_id for r in listed] == [r.machine_id for r in expected]
     assert [r.rank for r in listed] == list(range(1, len(expected) + 1))
@@ -104,7 +123,7 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
         assert row.likely_component == max(components, key=components.get)
         assert row.component_probability == components[row.likely_component]
     assert len(listed) >= 3, "the fixture's day should put several machines on the list"
-    with open(warehouse_dir / "worklists" / "maintenance_worklist_2015-04-20.csv") as handle:
+    with open(warehouse_dir / "worklists" / f"maintenance_worklist_{DAY}.csv") as handle:
         reader = csv.DictReader(handle)
         csv_rows = list(reader)
     assert reader.fieldnames == WORKLIST_SCHEMA.fieldNames()
@@ -117,23 +136,26 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
     assert [r.data["machine_id"] for r in top] == [r.machine_id for r in listed[:10]]
 
 
-def test_an_empty_worklist_still_writes_a_csv_with_its_header(spark, warehouse):
-    input_dir, warehouse_dir = warehouse
+def test_an_empty_worklist_still_writes_a_csv_with_its_header(spark, scored_day, tmp_path):
+    input_dir, scored_warehouse, _ = scored_day
+    warehouse_dir = copy_warehouse(scored_warehouse, tmp_path / "warehouse")
     config = {"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 1.01}}}}
-    materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20", run_config=config)
-    lines = (warehouse_dir / "worklists" / "maintenance_worklist_2015-04-20.csv").read_text().splitlines()
+    assert materialize(input_dir, warehouse_dir, [maintenance_worklist], partition_key=DAY, run_config=config).success
+    assert DeltaTables(spark, str(warehouse_dir)).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY]).isEmpty()
+    lines = (warehouse_dir / "worklists" / f"maintenance_worklist_{DAY}.csv").read_text().splitlines()
     assert lines == [",".join(WORKLIST_SCHEMA.fieldNames())]
 
 
-def test_scoring_without_a_trained_model_says_to_materialize_failure_model(fleet_with_features, tmp_path):
-    input_dir, warehouse_dir = fleet_with_features
+def test_scoring_without_a_trained_model_says_to_materialize_failure_model(spark, trained_fleet, tmp_path):
+    input_dir, warehouse_dir = trained_fleet
     untrained = copy_warehouse(warehouse_dir, tmp_path / "warehouse")
-    result = materialize(input_dir, untrained, SCORING, partition_key="2015-04-20", raise_on_error=False)
+    shutil.rmtree(untrained / "failure_model")
+    result = materialize(input_dir, untrained, SCORING, partition_key=DAY, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "No trained failure_model in" in str(failure.step_failure_data.error)
     assert "materialize failure_model first" in str(failure.step_failure_data.error)
-    assert not (untrained / "daily_predictions").exists()
+    assert predictions(spark, untrained, [DAY]).isEmpty()
 
 
 @pytest.mark.unit
@@ -166,11 +188,10 @@ def test_share_drift_compares_each_day_with_the_week_before():
     assert share_drifts({d: 0.9}, [d], 0.10) == []  # nothing to compare with
 
 
-def test_features_used_for_scoring_are_the_stored_features(spark, warehouse):
-    input_dir, warehouse_dir = warehouse
-    materialize(input_dir, warehouse_dir, SCORING, partition_key="2015-04-20")
-    stored = DeltaTables(spark, str(warehouse_dir)).read("features", FEATURES_SCHEMA, ["2015-04-20"])
-    scored = predictions(spark, warehouse_dir).select("machine_id", "observed_at")
+def test_features_used_for_scoring_are_the_stored_features(spark, scored_day):
+    _, warehouse_dir, _ = scored_day
+    stored = DeltaTables(spark, str(warehouse_dir)).read("features", FEATURES_SCHEMA, [DAY])
+    scored = predictions(spark, warehouse_dir, [DAY]).select("machine_id", "observed_at")
     assert sorted(tuple(r) for r in scored.collect()) == sorted(
         tuple(r) for r in stored.select("machine_id", "observed_at").collect()
     )
