@@ -10,10 +10,12 @@ import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetry
@@ -243,34 +245,64 @@ def copy_fleet(trained_fleet, target: Path) -> tuple[Path, Path]:
 RERUN_DAYS = ("2015-01-25", "2015-02-10")  # a range holding the bad rows of 2015-02-01 and 2015-02-02
 
 
-def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(spark, trained_fleet, tmp_path):
-    input_dir, warehouse = copy_fleet(trained_fleet, tmp_path)
-    store = DeltaTables(spark, str(warehouse))
-    before = store.read("raw_telemetry", TELEMETRY.schema).cache()
-    rows_before = before.count()
-    files_before = set((warehouse / "raw_telemetry").rglob("date=*/*.parquet"))
-    run = start_cli_run(
-        input_dir,
-        warehouse,
-        tmp_path / "home",
-        "--select",
-        TELEMETRY_STEP,
-        "--partition-range",
-        "...".join(RERUN_DAYS),
-    )
+def telemetry_files(warehouse: Path) -> set[Path]:
+    return set((warehouse / "raw_telemetry").rglob("date=*/*.parquet"))
+
+
+@dataclass
+class CliRuns:
+    """Three CLI runs started together: one ingesting a range of telemetry into its own copy of the fleet,
+    killed (SIGKILL) as soon as it had written a data file, and two ingesting a different day each into
+    another copy, left to finish."""
+
+    killed_input: Path
+    killed_warehouse: Path
+    rows_before_kill: DataFrame  # cached
+    files_before_kill: set[Path]
+    killed: subprocess.Popen
+    killed_output: str
+    warehouse: Path
+    home: Path
+    runs: list[subprocess.Popen]
+    outputs: list[str]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(spark, trained_fleet, tmp_path_factory) -> CliRuns:
+    root = tmp_path_factory.mktemp("cli_runs")
+    killed_input, killed_warehouse = copy_fleet(trained_fleet, root / "killed")
+    before = DeltaTables(spark, str(killed_warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
+    before.count()
+    files_before = telemetry_files(killed_warehouse)
+    input_dir, warehouse = copy_fleet(trained_fleet, root / "concurrent")
+    home = root / "concurrent" / "home"
+    range_run = ("--select", TELEMETRY_STEP, "--partition-range", "...".join(RERUN_DAYS))
+    killed = start_cli_run(killed_input, killed_warehouse, root / "killed" / "home", *range_run)
+    runs = [
+        start_cli_run(input_dir, warehouse, home, "--select", TELEMETRY_STEP, "--partition", day)
+        for day in ("2015-02-01", "2015-02-02")
+    ]
     deadline = time.monotonic() + 300
-    while (
-        not set((warehouse / "raw_telemetry").rglob("date=*/*.parquet")) - files_before
-        and run.poll() is None
-        and time.monotonic() < deadline
-    ):
+    while not telemetry_files(killed_warehouse) - files_before and killed.poll() is None:
+        assert time.monotonic() < deadline, "the range run wrote no data file in 300 s"
         time.sleep(0.02)
-    os.killpg(run.pid, signal.SIGKILL)
-    output = run.communicate()[0]
-    assert run.returncode == -signal.SIGKILL, f"the run ended before it could be killed mid-write:\n{output}"
-    uncommitted = {str(p) for p in set((warehouse / "raw_telemetry").rglob("date=*/*.parquet")) - files_before}
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed_output = killed.communicate()[0]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    return CliRuns(
+        killed_input, killed_warehouse, before, files_before, killed, killed_output, warehouse, home, runs, outputs
+    )
+
+
+def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(spark, cli_runs):
+    input_dir, warehouse, before = cli_runs.killed_input, cli_runs.killed_warehouse, cli_runs.rows_before_kill
+    killed = cli_runs.killed
+    assert killed.returncode == -signal.SIGKILL, f"the run ended before it could be killed:\n{cli_runs.killed_output}"
+    uncommitted = {str(p) for p in telemetry_files(warehouse) - cli_runs.files_before_kill}
     assert uncommitted, "the killed run had written data files"
 
+    store = DeltaTables(spark, str(warehouse))
+    rows_before = before.count()
     after_kill = store.read("raw_telemetry", TELEMETRY.schema)
     assert after_kill.count() == rows_before and after_kill.exceptAll(before).count() == 0
     assert not {f.removeprefix("file:") for f in after_kill.inputFiles()} & uncommitted, "uncommitted files are read"
@@ -287,29 +319,14 @@ def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_s
     assert sorted(r.date for r in quarantine.collect()) == ["2015-02-01", "2015-02-02", "undated"]
 
 
-@pytest.fixture(scope="module")
-def two_concurrent_runs(trained_fleet, tmp_path_factory):
-    """Two CLI runs started together, each ingesting a different day of telemetry."""
-    root = tmp_path_factory.mktemp("concurrent")
-    input_dir, warehouse = copy_fleet(trained_fleet, root)
-    home = root / "home"
-    runs = [
-        start_cli_run(input_dir, warehouse, home, "--select", TELEMETRY_STEP, "--partition", day)
-        for day in ("2015-02-01", "2015-02-02")
-    ]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
-    return warehouse, home, runs, outputs
-
-
-def test_two_runs_on_different_days_at_once_both_succeed(spark, two_concurrent_runs):
-    warehouse, home, runs, outputs = two_concurrent_runs
-    assert [run.returncode for run in runs] == [0, 0], "\n".join(outputs)
-    with cli_instance(home) as instance:
+def test_two_runs_on_different_days_at_once_both_succeed(spark, cli_runs):
+    assert [run.returncode for run in cli_runs.runs] == [0, 0], "\n".join(cli_runs.outputs)
+    with cli_instance(cli_runs.home) as instance:
         records = instance.get_run_records()
     assert len(records) == 2 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
     assert max(r.start_time for r in records) < min(r.end_time for r in records), "the runs overlapped"
 
-    store = DeltaTables(spark, str(warehouse))
+    store = DeltaTables(spark, str(cli_runs.warehouse))
     telemetry = store.read("raw_telemetry", TELEMETRY.schema)
     assert telemetry.count() == 30 * 24 * 120
     quarantine = store.read("quarantine/raw_telemetry", QUARANTINE_SCHEMA)
@@ -320,10 +337,10 @@ def test_two_runs_on_different_days_at_once_both_succeed(spark, two_concurrent_r
     ]
 
 
-def test_a_secret_in_the_environment_is_never_written_to_logs_metadata_or_files(two_concurrent_runs):
-    warehouse, home, runs, outputs = two_concurrent_runs
+def test_a_secret_in_the_environment_is_never_written_to_logs_metadata_or_files(cli_runs):
+    warehouse, home, runs, outputs = cli_runs.warehouse, cli_runs.home, cli_runs.runs, cli_runs.outputs
     assert all(run.returncode == 0 for run in runs)
-    assert not any(FAKE_TOKEN in output for output in outputs)
+    assert not any(FAKE_TOKEN in output for output in [*outputs, cli_runs.killed_output])
     for folder in (home, warehouse):
         for path in folder.rglob("*"):
             if path.is_file():

@@ -39,6 +39,8 @@ def test_a_range_of_days_is_ingested_in_one_run(spark, small_fleet_ingested):
     assert meta["first_timestamp"] == "2015-01-01 00:00:00" and meta["last_timestamp"] == "2015-01-12 23:00:00"
     assert [c.name for c in meta["dagster/column_schema"].columns] == TELEMETRY.column_names
     assert len(meta["preview"].records) == 5
+    # readings as a person reads them: at most 3 decimals
+    assert all(round(r.data["volt"], 3) == r.data["volt"] for r in meta["preview"].records)
     assert materialization_metadata(result, "raw_machines")["dagster/row_count"] == 6
     # one materialization per day of the range, all from the one run
     partitions = {

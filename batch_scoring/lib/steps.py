@@ -127,12 +127,14 @@ def gaps_message(reader: str, table: str, days: list[str], gaps: list[str]) -> s
 
 
 def _plain(value: object) -> object:
-    """A value a metadata table holds: str, int, float, bool or None."""
+    """A value a metadata table holds: str, int, float (to 3 decimals: tables are for people), bool or None."""
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ")
     if isinstance(value, dt.date):
         return value.isoformat()
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, float):
+        return round(value, 3)
+    if value is None or isinstance(value, (str, int, bool)):
         return value
     return str(value)
 
