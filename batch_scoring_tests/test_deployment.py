@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,15 +188,27 @@ BACKFILL_DAYS = ["2015-04-20", "2015-04-21", "2015-04-22"]  # a backfill, as the
 DROP_DAY = "2015-04-30"  # a daily drop, for the sensor
 
 
+CLI_DAYS = ["2015-04-24", "2015-04-25"]  # a range from the command line, in one run
+
+
 @dataclass
 class Launched:
     run_id: str
     backfill_id: str
+    command_line: subprocess.Popen
+    output: str | None = None
+
+    def command_line_output(self) -> str:
+        """The command-line run's output, once it has ended."""
+        if self.output is None:
+            self.output = self.command_line.communicate(timeout=RUN_TIMEOUT)[0]
+        return self.output
 
 
 @pytest.fixture(scope="module")
-def launched(deployment) -> Launched:
-    """A run, a backfill and a drop for the sensor, all launched at once: the daemon runs them side by side."""
+def launched(deployment) -> Iterator[Launched]:
+    """A run, a backfill, a drop for the sensor and a run of the `dagster` command line, all launched at once:
+    the daemon runs the first three side by side, the command line runs its own."""
     drop = deployment.input_dir / DROPS_FOLDER / DROP_DAY
     drop.mkdir(parents=True)
     with (deployment.input_dir / "PdM_telemetry.csv").open() as bulk:
@@ -221,7 +233,24 @@ def launched(deployment) -> Launched:
     }
     backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
-    return Launched(run["run"]["runId"], backfill["backfillId"])
+
+    # one partition from the command line: test_faults (`--partition`) and test_cluster; here a range of days
+    # whose features are there already
+    command = dagster_command(
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "batch_scoring.defs.definitions",
+        "--select",
+        "daily_predictions,maintenance_worklist,maintenance_worklist_csv",
+        "--partition-range",
+        f"{CLI_DAYS[0]}...{CLI_DAYS[-1]}",
+    )
+    env = deployment_env(deployment.input_dir, deployment.warehouse, deployment.home)
+    launched = Launched(run["run"]["runId"], backfill["backfillId"], start_process(command, env))
+    yield launched
+    stop_process(launched.command_line)  # ended already, unless a test failed before waiting for it
 
 
 def asset_keys(*names: str) -> list[dict]:
@@ -340,6 +369,7 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
     deployment.wait_for_run(launched.run_id)
     wait_for_backfill(deployment, launched.backfill_id)
     wait_for_sensor_run(deployment)
+    launched.command_line_output()
     deployment.graphql("mutation { setNuxSeen }")  # the community sign-up dialog would cover the page
     lineage = open_in_chromium(
         f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
@@ -371,28 +401,13 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
         ARTIFACTS / "daily_predictions_partitions.png",
         tmp_path,
     )
-    scored_days = 1 + len(BACKFILL_DAYS) + 1  # GraphQL, backfill, sensor
+    scored_days = 1 + len(BACKFILL_DAYS) + 1 + len(CLI_DAYS)  # GraphQL, backfill, sensor, command line
     assert f"Materialized ({scored_days})" in partitions and "Failed (0)" in partitions
 
 
-def test_the_command_line_scores_a_range_of_days_in_one_run(spark, deployment):
-    # one partition from the command line: test_faults (`--partition`) and test_cluster (`dagster job execute`,
-    # raw tables and features too); here the days' features are there already
-    days = ["2015-04-24", "2015-04-25"]
-    command = dagster_command(
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "batch_scoring.defs.definitions",
-        "--select",
-        "daily_predictions,maintenance_worklist,maintenance_worklist_csv",
-        "--partition-range",
-        f"{days[0]}...{days[1]}",
-    )
-    run = start_process(command, deployment_env(deployment.input_dir, deployment.warehouse, deployment.home))
-    output = run.communicate(timeout=RUN_TIMEOUT)[0]
-    assert run.returncode == 0, output[-5000:]
-    assert deployment.predictions(spark, days).count() == MACHINES * len(days)
+def test_the_command_line_scores_a_range_of_days_in_one_run(spark, deployment, launched):
+    output = launched.command_line_output()
+    assert launched.command_line.returncode == 0, output[-5000:]
+    assert deployment.predictions(spark, CLI_DAYS).count() == MACHINES * len(CLI_DAYS)
     worklists = {p.name for p in (deployment.warehouse / "worklists").iterdir()}
-    assert {f"maintenance_worklist_{day}.csv" for day in days} <= worklists
+    assert {f"maintenance_worklist_{day}.csv" for day in CLI_DAYS} <= worklists
