@@ -43,7 +43,13 @@ from batch_scoring.settings import (
     WAREHOUSE_DIR_ENV,
 )
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import REPO_ROOT, copy_warehouse, create_instance, dagster_command
+from batch_scoring_tests.conftest import (
+    REPO_ROOT,
+    SHORT_RUN_SPARK_CONFIG,
+    copy_warehouse,
+    create_instance,
+    dagster_command,
+)
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
 DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
@@ -87,7 +93,7 @@ def task_env(home: Path) -> dict[str, str]:
         "HOME": str(home),
         **{name: os.environ[name] for name in ("JAVA_HOME", "LANG") if name in os.environ},
         SPARK_MASTER_ENV: "local[2]",
-        SPARK_CONF_ENV: json.dumps({"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g"}),
+        SPARK_CONF_ENV: json.dumps(SHORT_RUN_SPARK_CONFIG),
     }
 
 

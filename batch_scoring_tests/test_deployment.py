@@ -1,6 +1,6 @@
 """The project as users run it: `dagster-webserver` and `dagster-daemon` on a temporary DAGSTER_HOME,
 runs launched through the webserver's GraphQL API, the sensor ticking in the daemon, the UI in headless
-Chromium, and the `dagster` command line."""
+Chromium, and the `dagster` command line; the runs side by side, with a secret in their environment."""
 
 import json
 import os
@@ -10,11 +10,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
@@ -48,6 +50,7 @@ QUARANTINES = [f"quarantine/{name}" for name in ASSETS[:5]]
 MACHINES = 30  # of the shared test fleet, 2015-01-01 to 2015-04-30
 ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 RUN_TIMEOUT = 600
+FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token in every process's environment: never written
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT, logs: tuple[Path, ...] = ()):
@@ -101,7 +104,7 @@ class Deployment:
 
 
 RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
-  __typename ... on Run { status tags { key value } assetSelection { path } } } }"""
+  __typename ... on Run { runId status tags { key value } assetSelection { path } } } }"""
 LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
@@ -114,7 +117,7 @@ def deployment(trained_fleet, tmp_path_factory):
     shutil.copytree(trained_fleet[0], input_dir)
     warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
     home = root / "dagster_home"
-    env = deployment_env(input_dir, warehouse, home)
+    env = deployment_env(input_dir, warehouse, home, DATABRICKS_TOKEN=FAKE_TOKEN)
     port = free_port()
     logs = (root / "webserver.log", root / "daemon.log")
     commands = [
@@ -247,7 +250,7 @@ def launched(deployment) -> Iterator[Launched]:
         "--partition-range",
         f"{CLI_DAYS[0]}...{CLI_DAYS[-1]}",
     )
-    env = deployment_env(deployment.input_dir, deployment.warehouse, deployment.home)
+    env = deployment_env(deployment.input_dir, deployment.warehouse, deployment.home, DATABRICKS_TOKEN=FAKE_TOKEN)
     launched = Launched(run["run"]["runId"], backfill["backfillId"], start_process(command, env))
     yield launched
     stop_process(launched.command_line)  # ended already, unless a test failed before waiting for it
@@ -365,11 +368,17 @@ def open_in_chromium(url: str, screenshot: Path, tmp_path: Path) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
 
 
-def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, launched, tmp_path):
+def wait_for_every_run(deployment: Deployment, launched: Launched) -> dict[str, str]:
+    """Wait until the four runs launched have ended; the run ids of the three the daemon ran, by who launched them."""
     deployment.wait_for_run(launched.run_id)
-    wait_for_backfill(deployment, launched.backfill_id)
-    wait_for_sensor_run(deployment)
+    (backfill_run,) = wait_for_backfill(deployment, launched.backfill_id)["runs"]
+    sensor_run = wait_for_sensor_run(deployment)
     launched.command_line_output()
+    return {"graphql": launched.run_id, "backfill": backfill_run["runId"], "sensor": sensor_run["runId"]}
+
+
+def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, launched, tmp_path):
+    wait_for_every_run(deployment, launched)
     deployment.graphql("mutation { setNuxSeen }")  # the community sign-up dialog would cover the page
     lineage = open_in_chromium(
         f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
@@ -411,3 +420,28 @@ def test_the_command_line_scores_a_range_of_days_in_one_run(spark, deployment, l
     assert deployment.predictions(spark, CLI_DAYS).count() == MACHINES * len(CLI_DAYS)
     worklists = {p.name for p in (deployment.warehouse / "worklists").iterdir()}
     assert {f"maintenance_worklist_{day}.csv" for day in CLI_DAYS} <= worklists
+
+
+def test_runs_at_once_on_different_days_of_the_same_tables_all_succeed(deployment, launched):
+    daemon_runs = wait_for_every_run(deployment, launched)
+    assert launched.command_line.returncode == 0
+    with dg.DagsterInstance.from_config(str(deployment.home)) as instance:
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records()}
+    # the three the daemon ran and the command line's, each on other days, all writing daily_predictions
+    assert len(records) == 4 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records.values())
+    (command_line,) = set(records) - set(daemon_runs.values())
+    started_together = [records[daemon_runs["graphql"]], records[command_line]]
+    assert max(r.start_time for r in started_together) < min(r.end_time for r in started_together), "they overlapped"
+
+
+def test_a_secret_in_the_environment_is_never_written_to_logs_metadata_or_files(deployment, launched):
+    wait_for_every_run(deployment, launched)
+    assert FAKE_TOKEN not in launched.command_line_output()
+    for folder in (deployment.home, deployment.warehouse, *{log.parent for log in deployment.logs}):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert FAKE_TOKEN.encode() not in path.read_bytes(), f"the secret leaked into {path}"
+    with dg.DagsterInstance.from_config(str(deployment.home)) as instance:
+        for record in instance.get_run_records():
+            for event in instance.all_logs(record.dagster_run.run_id):
+                assert FAKE_TOKEN not in dg.serialize_value(event), "the secret leaked into the event log"
