@@ -1,5 +1,6 @@
 """The pipeline on a real Spark standalone cluster (a master and a worker started from the installed
-pyspark, on loopback) gives the same rows as on local Spark."""
+pyspark, on loopback), run from the `dagster` command line over a range of days, gives the same rows as on
+local Spark."""
 
 import json
 import os
@@ -25,8 +26,15 @@ from batch_scoring_tests.conftest import (
 )
 
 DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
+DAYS = ("2015-04-29", DAY)  # one run for the range
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
-ON_CLUSTER = ("raw_telemetry", "quarantine/raw_telemetry", "daily_predictions")
+ON_CLUSTER = (
+    "raw_telemetry",
+    "quarantine/raw_telemetry",
+    "daily_predictions",
+    "maintenance_worklist",
+    "maintenance_worklist_csv",
+)
 LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to an address Spark should not use
 
 
@@ -70,7 +78,7 @@ def standalone_cluster(tmp_path_factory):
             stop_process(process)
 
 
-def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
+def test_a_range_scored_from_the_command_line_on_a_standalone_cluster_equals_the_local_run(
     spark, standalone_cluster, trained_fleet, tmp_path
 ):
     master_url, web_port = standalone_cluster
@@ -79,9 +87,10 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     on_cluster, local = copy_warehouse(trained_fleet[1], tmp_path / "cluster"), trained_fleet[1]
 
     env = deployment_env(input_dir, on_cluster, tmp_path / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
-    # one day's telemetry and predictions from the command line: an input file parsed and a model applied to a
+    # two days' telemetry, predictions and worklists in one run: an input file parsed and a model applied to a
     # table read, on the cluster's executors
-    command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--partition", DAY]
+    command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--partition-range", "...".join(DAYS)]
+    (on_cluster / "worklists" / f"maintenance_worklist_{DAY}.csv").unlink()  # the quick start's: written again
     run = start_process(dagster_command("dagster", *command, "--select", ",".join(ON_CLUSTER)), env)
     output = run.communicate(timeout=600)[0]
     assert run.returncode == 0, output[-5000:]
@@ -101,6 +110,12 @@ def test_a_partition_scored_on_a_standalone_cluster_equals_the_local_run(
     ]
     assert predictions[0].count() == predictions[1].count() == 30
     assert predictions[0].exceptAll(predictions[1]).isEmpty()
+    scored = DeltaTables(spark, str(on_cluster)).read("daily_predictions", PREDICTIONS_SCHEMA, list(DAYS))
+    assert sorted(str(r.date) for r in scored.select("date").distinct().collect()) == list(DAYS)
+    assert scored.count() == 30 * len(DAYS)
+    csv_files = [w / "worklists" / f"maintenance_worklist_{DAY}.csv" for w in (on_cluster, local)]
+    assert csv_files[0].read_text() == csv_files[1].read_text()
+    assert (on_cluster / "worklists" / f"maintenance_worklist_{DAYS[0]}.csv").read_text().startswith("rank,machine_id,")
     # the rows compared are the cluster run's: it committed once more to each table
     for table in ("raw_telemetry", "daily_predictions"):
         versions = [DeltaTables(spark, str(w)).version(table) for w in (on_cluster, local)]
