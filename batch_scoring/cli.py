@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from datetime import date, timedelta
 from pathlib import Path
@@ -89,22 +90,55 @@ def _run_job(instance, job_name: str, **execute_args):
     return job.execute_in_process(instance=instance, raise_on_error=False, **execute_args)
 
 
-def run_quickstart(machines: int, start: date, days: int) -> int:
-    """Simulate (if needed), train on every day, then score the last day; print what came of each. The runs are
-    recorded in DAGSTER_HOME when it is set (so `dagster dev` shows them afterwards), else in a throwaway instance."""
+def open_instance(home: Path):
+    """The Dagster instance at `home`, created with its `dagster.yaml` when new: the runs stay there, so `dagster dev`
+    on the same folder shows them."""
     import dagster as dg
 
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("# the Dagster instance of batch_scoring's runs: the quick start's, `dagster dev`'s\n")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def run_quickstart(machines: int, start: date, days: int) -> int:
+    """Simulate (if needed), train on every day, then score the last day; print what came of each, then the command
+    that opens the UI on those runs (recorded in DAGSTER_HOME, by default the project's `.dagster_home/`)."""
+    input_dir, warehouse_dir, home = Path(settings.input_dir()), Path(settings.warehouse_dir()), settings.dagster_home()
+    _ensure_input(input_dir, machines, start, days)
+    with open_instance(Path(home)) as instance:
+        succeeded = _train_and_score(instance, input_dir, warehouse_dir, start, start + timedelta(days=days - 1))
+    if succeeded:
+        print(f"\nThe runs are recorded in {home}. Open the UI on them at http://127.0.0.1:3000 with:\n")
+        print("  " + ui_command(home))
+    return 0 if succeeded else 1
+
+
+def ui_command(home: str) -> str:
+    """`dagster dev` on the instance at `home` and the folders of this process's settings."""
+    folders = {
+        name: os.environ[name] for name in (settings.INPUT_DIR_ENV, settings.WAREHOUSE_DIR_ENV) if name in os.environ
+    }
+    dagster = Path(sys.executable).parent / "dagster"
+    if dagster.is_relative_to(Path.cwd()):
+        dagster = dagster.relative_to(Path.cwd())
+    variables = {settings.DAGSTER_HOME_ENV: home, **folders}
+    return shlex.join(
+        [*(f"{name}={value}" for name, value in variables.items()), str(dagster), "dev", "-w", "workspace.yaml"]
+    )
+
+
+def _train_and_score(instance, input_dir: Path, warehouse_dir: Path, first: date, last: date) -> bool:
+    """training_job over the days, then daily_scoring_job for the last, each with its summary printed."""
     from batch_scoring.defs.jobs import daily_scoring_request, machines_changed
     from batch_scoring.defs.metadata import materialized_metadata
     from batch_scoring.defs.partitions import partition_range_tags
     from batch_scoring.defs.resources import InputFiles
 
-    input_dir, warehouse_dir = Path(settings.input_dir()), Path(settings.warehouse_dir())
-    _ensure_input(input_dir, machines, start, days)
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    first, last = start, start + timedelta(days=days - 1)
     print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
     # hold out the last fifth of the days (at most the model's default 60) for evaluation
+    days = (last - first).days + 1
     model_config = {"ops": {"failure_model": {"config": {"holdout_days": min(60, days // 5)}}}}
     training = _run_job(
         instance,
@@ -116,7 +150,7 @@ def run_quickstart(machines: int, start: date, days: int) -> int:
     print(training_summary(materialized_metadata(training), training.get_asset_check_evaluations()))
     if not training.success:
         print("\nThe run failed; see the messages above.")
-        return 1
+        return False
     print(f"\nRunning daily_scoring_job for {last} ...")
     # the day's run as the schedule asks for it: raw_machines, just ingested, is not read again
     day = daily_scoring_request(last.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
@@ -130,7 +164,7 @@ def run_quickstart(machines: int, start: date, days: int) -> int:
     )
     print()
     print(scoring_summary(materialized_metadata(scoring)) if scoring.success else "The scoring run failed; see above.")
-    return 0 if scoring.success else 1
+    return scoring.success
 
 
 def _where(table_metadata: dict[str, object]) -> object:

@@ -26,9 +26,11 @@ DATABRICKS_VOLUME_ENV = "BATCH_SCORING_DATABRICKS_VOLUME"
 DATABRICKS_POLL_ENV = "BATCH_SCORING_DATABRICKS_POLL_SECONDS"
 WORKSPACE_MOUNT_ENV = "BATCH_SCORING_WORKSPACE_MOUNT"
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set by Databricks on every cluster
+DAGSTER_HOME_ENV = "DAGSTER_HOME"  # Dagster's own: the folder of its instance (runs, events, schedules)
 
 DEFAULT_INPUT_DIR = "data/input"
 DEFAULT_WAREHOUSE_DIR = "data/warehouse"
+DEFAULT_DAGSTER_HOME = ".dagster_home"  # the project's own commands only: Dagster's tools need DAGSTER_HOME set
 DEFAULT_WORKSPACE_MOUNT = "/"  # a cluster's driver sees DBFS at /dbfs and Unity Catalog volumes at /Volumes
 DEFAULT_DATABRICKS_POLL_SECONDS = "10"
 ENGINES = ("spark", "databricks")
@@ -62,6 +64,11 @@ def input_dir() -> str:
 
 def warehouse_dir() -> str:
     return from_env(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR)
+
+
+def dagster_home() -> str:
+    """The absolute folder of the Dagster instance the project's own commands record their runs in."""
+    return os.path.abspath(from_env(DAGSTER_HOME_ENV, DEFAULT_DAGSTER_HOME))
 
 
 def catalog_schema() -> str:

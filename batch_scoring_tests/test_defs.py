@@ -3,12 +3,14 @@
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster_pyspark import LazyPySparkResource
 
 from batch_scoring import settings
+from batch_scoring.cli import open_instance, ui_command
 from batch_scoring.defs.definitions import build_definitions, resources_from_env
 from batch_scoring.lib.spark import build_spark_session
 
@@ -77,6 +79,22 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job", "daily_scoring_job"}
     assert [s.name for s in defs.schedules] == ["daily_scoring_schedule"]
     assert [s.name for s in defs.sensors] == ["new_data_sensor"]
+
+
+def test_the_project_s_commands_keep_their_runs_in_dot_dagster_home_unless_dagster_home_is_set(monkeypatch, tmp_path):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert settings.dagster_home() == str(tmp_path / ".dagster_home")
+    with open_instance(Path(settings.dagster_home())) as instance:
+        assert instance.get_runs() == [] and not instance.is_ephemeral
+    assert (tmp_path / ".dagster_home" / "dagster.yaml").read_text().startswith("# the Dagster instance")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    with open_instance(Path(settings.dagster_home())):
+        pass
+    assert (tmp_path / "elsewhere" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"  # kept
+    assert ui_command(settings.dagster_home()).startswith(f"DAGSTER_HOME={tmp_path / 'elsewhere'} ")
 
 
 def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):

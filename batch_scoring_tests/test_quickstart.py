@@ -1,6 +1,10 @@
 """The quick start's first command, run in-process on a small fleet (the `quickstart` fixture, which the tests
 that need a trained fleet share)."""
 
+import os
+import sys
+from pathlib import Path
+
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
@@ -27,6 +31,16 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
     assert days_with_rows(store, "daily_predictions") == ["2015-04-30"]
+    # it ends with the command that opens the UI on its runs and its folders
+    *variables, dagster, command = out.rstrip().splitlines()[-1].split(maxsplit=4)
+    assert variables == [
+        f"DAGSTER_HOME={quickstart.dagster_home}",
+        f"BATCH_SCORING_INPUT_DIR={quickstart.input_dir}",
+        f"BATCH_SCORING_WAREHOUSE_DIR={warehouse}",
+    ]
+    assert (
+        os.path.abspath(dagster) == str(Path(sys.executable).parent / "dagster") and command == "dev -w workspace.yaml"
+    )
     # every table of the warehouse is a Delta table
     table_folders = {p.parent.relative_to(warehouse).as_posix() for p in warehouse.rglob("_delta_log")}
     assert table_folders == {
