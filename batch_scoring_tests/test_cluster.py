@@ -39,10 +39,11 @@ LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to 
 
 
 def master_state(web_port: int) -> dict | None:
+    """The master's state from its web UI, or None while it is not up (no answer, or an empty page yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/json/", timeout=5) as response:
             return json.load(response)
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
