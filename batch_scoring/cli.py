@@ -6,14 +6,15 @@ import argparse
 import os
 import shlex
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from batch_scoring import settings
+from batch_scoring.lib import simulator
 from batch_scoring.lib.ingest import InputFileError, locate_source_file
 from batch_scoring.lib.tables import TELEMETRY
 
-DEFAULT_START = date(2015, 1, 1)
+DEFAULT_MACHINES = 100
 DEFAULT_DAYS = 365
 # step starts and ends, not every engine event
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -27,12 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m batch_scoring", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    simulate = commands.add_parser("simulate", help="write the five tables of a simulated fleet")
+    simulate = commands.add_parser("simulate", help="write the five tables of a simulated fleet, or one day's drop")
     simulate.add_argument("--out", type=Path, required=True, help="folder to write PdM_<name>.csv into")
-    simulate.add_argument("--machines", type=int, default=100, help="fleet size (default 100)")
-    simulate.add_argument("--start", type=_date, help=f"first day, YYYY-MM-DD (default {DEFAULT_START})")
+    simulate.add_argument("--machines", type=int, help=f"fleet size (default {DEFAULT_MACHINES})")
+    simulate.add_argument("--start", type=_date, help="first day, YYYY-MM-DD (default: --days days up to yesterday)")
     simulate.add_argument("--days", type=int, help=f"days of telemetry (default {DEFAULT_DAYS})")
-    simulate.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    simulate.add_argument("--seed", type=int, help="same seed, same bytes (default 0)")
     simulate.add_argument("--gzip", action="store_true", help="write .csv.gz files")
     simulate.add_argument(
         "--like",
@@ -40,14 +41,35 @@ def _parser() -> argparse.ArgumentParser:
         help="folder of real machines, errors, maint and failures files: keep them and simulate only "
         "telemetry consistent with them (by default over the days of their failures and errors)",
     )
+    simulate.add_argument(
+        "--drop",
+        type=_date,
+        metavar="DAY",
+        help="write the day's telemetry, errors, maintenance and failures of the fleet simulated into --out as the "
+        f"daily drop <out>/daily/DAY/ (the fleet as {simulator.FLEET_MANIFEST} there describes it)",
+    )
 
     quickstart = commands.add_parser(
         "quickstart", help="simulate a fleet if the input folder is empty, then run the pipeline end to end"
     )
-    quickstart.add_argument("--machines", type=int, default=100, help="fleet size to simulate (default 100)")
-    quickstart.add_argument("--start", type=_date, default=DEFAULT_START, help="first day to simulate")
-    quickstart.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days to simulate")
+    quickstart.add_argument(
+        "--machines", type=int, default=DEFAULT_MACHINES, help=f"fleet size to simulate (default {DEFAULT_MACHINES})"
+    )
+    quickstart.add_argument(
+        "--start", type=_date, help="first day (default: the simulated fleet's, or --days days up to yesterday)"
+    )
+    quickstart.add_argument("--days", type=int, help=f"days to simulate and train on (default {DEFAULT_DAYS})")
     return parser
+
+
+def last_complete_day() -> date:
+    """Yesterday in UTC: the newest day of the daily partitions."""
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
+def days_up_to_yesterday(days: int) -> date:
+    """The first of `days` days that end yesterday (UTC)."""
+    return last_complete_day() - timedelta(days=days - 1)
 
 
 def _spark():
@@ -57,29 +79,52 @@ def _spark():
 
 
 def simulate(args: argparse.Namespace) -> None:
-    from batch_scoring.lib import simulator
-
-    if args.like is None:
-        fleet = simulator.simulate_fleet(
-            _spark(), args.machines, args.start or DEFAULT_START, args.days or DEFAULT_DAYS, args.seed
+    if args.drop:
+        written = _simulate_drop(args.out, args.drop)
+    elif args.like:
+        written = simulator.simulate_like(
+            _spark(), args.like, args.out, args.start, args.days, args.seed or 0, args.gzip
         )
-        written = simulator.write_fleet(fleet, args.out, args.gzip)
     else:
-        written = simulator.simulate_like(_spark(), args.like, args.out, args.start, args.days, args.seed, args.gzip)
+        days = args.days or DEFAULT_DAYS
+        start = args.start or days_up_to_yesterday(days)
+        fleet = simulator.FleetManifest(args.machines or DEFAULT_MACHINES, start, days, args.seed or 0)
+        written = simulator.write_simulated_fleet(_spark(), fleet, args.out, args.gzip)
     for name, path in written.items():
         print(f"{name:12} {path}")
 
 
-def _ensure_input(input_dir: Path, machines: int, start: date, days: int) -> None:
-    """Simulate a fleet into `input_dir` unless it already holds the input files."""
+def _simulate_drop(input_dir: Path, day: date) -> dict[str, Path]:
+    """The day's drop of the fleet simulated into `input_dir`: the same rows its bulk files hold for the day, if
+    they reach it."""
+    fleet = simulator.FleetManifest.read(input_dir)
+    if fleet is None:
+        raise InputFileError(
+            f"No {simulator.FLEET_MANIFEST} in {input_dir}: simulate a fleet there first, then its drops"
+        )
+    if day < fleet.start:
+        raise InputFileError(f"The fleet in {input_dir} starts on {fleet.start}: no drop before it")
+    return simulator.write_drop(fleet.simulate(_spark(), (day - fleet.start).days + 1), day, input_dir)
+
+
+def _ensure_input(input_dir: Path, machines: int, start: date | None, days: int | None) -> tuple[date, date]:
+    """Simulate a fleet into `input_dir` unless it already holds the input files; the first and last day to train
+    on: the given ones, else the simulated fleet's, else the `days` up to yesterday."""
     try:
         locate_source_file(input_dir, TELEMETRY)
-        print(f"Using the input files already in {input_dir}")
     except InputFileError:
-        from batch_scoring.lib import simulator
-
-        print(f"Simulating {machines} machines over {days} days from {start} into {input_dir} ...")
-        simulator.write_fleet(simulator.simulate_fleet(_spark(), machines, start, days, seed=0), input_dir)
+        days = days or DEFAULT_DAYS
+        fleet = simulator.FleetManifest(machines, start or days_up_to_yesterday(days), days, seed=0)
+        print(f"Simulating {machines} machines over {days} days from {fleet.start} into {input_dir} ...")
+        simulator.write_simulated_fleet(_spark(), fleet, input_dir)
+        return fleet.start, fleet.last_day
+    print(f"Using the input files already in {input_dir}")
+    simulated = simulator.FleetManifest.read(input_dir)
+    if start is None and days is None and simulated:
+        return simulated.start, simulated.last_day
+    days = days or DEFAULT_DAYS
+    start = start or days_up_to_yesterday(days)
+    return start, start + timedelta(days=days - 1)
 
 
 def _run_job(instance, job_name: str, **execute_args):
@@ -102,28 +147,36 @@ def open_instance(home: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_quickstart(machines: int, start: date, days: int) -> int:
+def run_quickstart(machines: int, start: date | None, days: int | None) -> int:
     """Simulate (if needed), train on every day, then score the last day; print what came of each, then the command
     that opens the UI on those runs (recorded in DAGSTER_HOME, by default the project's `.dagster_home/`)."""
     input_dir, warehouse_dir, home = Path(settings.input_dir()), Path(settings.warehouse_dir()), settings.dagster_home()
-    _ensure_input(input_dir, machines, start, days)
+    first, last = _ensure_input(input_dir, machines, start, days)
+    # the daily partitions start with the data unless set otherwise (read when the definitions load, below)
+    os.environ.setdefault(settings.FIRST_DAY_ENV, first.isoformat())
+    if first < settings.first_day():
+        raise InputFileError(
+            f"The days to train on start on {first}, before the first partition day {settings.first_day()}: "
+            f"set {settings.FIRST_DAY_ENV}={first} (or earlier)"
+        )
     with open_instance(Path(home)) as instance:
-        succeeded = _train_and_score(instance, input_dir, warehouse_dir, start, start + timedelta(days=days - 1))
+        succeeded = _train_and_score(instance, input_dir, warehouse_dir, first, last)
     if succeeded:
         print(f"\nThe runs are recorded in {home}. Open the UI on them at http://127.0.0.1:3000 with:\n")
-        print("  " + ui_command(home))
+        print("  " + ui_command(home, settings.first_day()))
     return 0 if succeeded else 1
 
 
-def ui_command(home: str) -> str:
-    """`dagster dev` on the instance at `home` and the folders of this process's settings."""
+def ui_command(home: str, first_day: date) -> str:
+    """`dagster dev` on the instance at `home`, the folders of this process's settings, and daily partitions from
+    `first_day` (so the UI's calendar starts where the data do)."""
     folders = {
         name: os.environ[name] for name in (settings.INPUT_DIR_ENV, settings.WAREHOUSE_DIR_ENV) if name in os.environ
     }
     dagster = Path(sys.executable).parent / "dagster"
     if dagster.is_relative_to(Path.cwd()):
         dagster = dagster.relative_to(Path.cwd())
-    variables = {settings.DAGSTER_HOME_ENV: home, **folders}
+    variables = {settings.DAGSTER_HOME_ENV: home, **folders, settings.FIRST_DAY_ENV: first_day.isoformat()}
     return shlex.join(
         [*(f"{name}={value}" for name, value in variables.items()), str(dagster), "dev", "-w", "workspace.yaml"]
     )
@@ -213,7 +266,12 @@ def scoring_summary(latest: dict[str, dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "simulate" and args.drop:
+        given = [f"--{name}" for name in ("machines", "start", "days", "seed", "like") if getattr(args, name)]
+        if given or args.gzip:
+            parser.error(f"--drop continues the fleet {simulator.FLEET_MANIFEST} describes: drop {given or '--gzip'}")
     try:
         if args.command == "simulate":
             simulate(args)

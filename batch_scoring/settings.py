@@ -8,6 +8,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 
 INPUT_DIR_ENV = "BATCH_SCORING_INPUT_DIR"
 WAREHOUSE_DIR_ENV = "BATCH_SCORING_WAREHOUSE_DIR"
@@ -27,9 +28,11 @@ DATABRICKS_POLL_ENV = "BATCH_SCORING_DATABRICKS_POLL_SECONDS"
 WORKSPACE_MOUNT_ENV = "BATCH_SCORING_WORKSPACE_MOUNT"
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set by Databricks on every cluster
 DAGSTER_HOME_ENV = "DAGSTER_HOME"  # Dagster's own: the folder of its instance (runs, events, schedules)
+FIRST_DAY_ENV = "BATCH_SCORING_FIRST_DAY"
 
 DEFAULT_INPUT_DIR = "data/input"
 DEFAULT_WAREHOUSE_DIR = "data/warehouse"
+DEFAULT_FIRST_DAY = "2015-01-01"  # the public data set's first day
 DEFAULT_DAGSTER_HOME = ".dagster_home"  # the project's own commands only: Dagster's tools need DAGSTER_HOME set
 DEFAULT_WORKSPACE_MOUNT = "/"  # a cluster's driver sees DBFS at /dbfs and Unity Catalog volumes at /Volumes
 DEFAULT_DATABRICKS_POLL_SECONDS = "10"
@@ -64,6 +67,15 @@ def input_dir() -> str:
 
 def warehouse_dir() -> str:
     return from_env(WAREHOUSE_DIR_ENV, DEFAULT_WAREHOUSE_DIR)
+
+
+def first_day() -> date:
+    """The first day of the daily partitions (UTC): no partition, schedule or drop before it is run."""
+    value = from_env(FIRST_DAY_ENV, DEFAULT_FIRST_DAY)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{FIRST_DAY_ENV} is {value!r}: it must be a day, YYYY-MM-DD") from None
 
 
 def dagster_home() -> str:
@@ -143,7 +155,7 @@ def check_databricks_settings() -> str:
     if missing:
         raise ValueError(
             f"{ENGINE_ENV}=databricks with {DATABRICKS_COMPUTE_ENV}={compute} needs {' and '.join(missing)} "
-            "(see the README, Databricks)"
+            "(see docs/deployment.md, Databricks)"
         )
     if compute == "job_cluster":
         parse_cluster_spec(os.environ[DATABRICKS_CLUSTER_ENV], DATABRICKS_CLUSTER_ENV)

@@ -71,7 +71,7 @@ EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: l
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built as the README's deploy steps build it, from a copy of the sources (a
+    """The project's wheel, built as docs/deployment.md's deploy steps build it, from a copy of the sources (a
     `build/` folder left in the working copy would carry stale modules into the wheel)."""
     out, source = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source")
     for name in ("pyproject.toml", "setup.py", "README.md"):

@@ -1,8 +1,10 @@
 """The code location: one Definitions object that loads cleanly and is configured from the environment."""
 
+import os
 import subprocess
 import sys
 import warnings
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -34,8 +36,24 @@ print(isinstance(module.defs, dagster.Definitions))
 """
 
 
-def python_prints(code: str) -> str:
-    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+FIRST_PARTITION = """
+from batch_scoring.defs.partitions import DAILY_PARTITIONS
+print(DAILY_PARTITIONS.get_first_partition_key())
+"""
+
+
+def python_prints(code: str, **env: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_the_daily_partitions_start_on_the_configured_first_day():
+    assert python_prints(FIRST_PARTITION) == "2015-01-01"  # the public data set's first day
+    assert python_prints(FIRST_PARTITION, BATCH_SCORING_FIRST_DAY="2026-07-01") == "2026-07-01"
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        python_prints(FIRST_PARTITION, BATCH_SCORING_FIRST_DAY="July")
+    assert "BATCH_SCORING_FIRST_DAY is 'July': it must be a day, YYYY-MM-DD" in failed.value.stderr
 
 
 def test_the_pure_modules_import_no_dagster_and_importing_the_code_location_builds_nothing():
@@ -94,7 +112,9 @@ def test_the_project_s_commands_keep_their_runs_in_dot_dagster_home_unless_dagst
     with open_instance(Path(settings.dagster_home())):
         pass
     assert (tmp_path / "elsewhere" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"  # kept
-    assert ui_command(settings.dagster_home()).startswith(f"DAGSTER_HOME={tmp_path / 'elsewhere'} ")
+    command = ui_command(settings.dagster_home(), date(2026, 7, 1))
+    assert command.startswith(f"DAGSTER_HOME={tmp_path / 'elsewhere'} ")
+    assert " BATCH_SCORING_FIRST_DAY=2026-07-01 " in command  # the UI's calendar starts where the data do
 
 
 def test_folders_come_from_the_environment_when_set(monkeypatch, tmp_path):

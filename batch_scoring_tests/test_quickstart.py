@@ -32,11 +32,12 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
     assert days_with_rows(store, "daily_predictions") == ["2015-04-30"]
     # it ends with the command that opens the UI on its runs and its folders
-    *variables, dagster, command = out.rstrip().splitlines()[-1].split(maxsplit=4)
+    *variables, dagster, command = out.rstrip().splitlines()[-1].split(maxsplit=5)
     assert variables == [
         f"DAGSTER_HOME={quickstart.dagster_home}",
         f"BATCH_SCORING_INPUT_DIR={quickstart.input_dir}",
         f"BATCH_SCORING_WAREHOUSE_DIR={warehouse}",
+        "BATCH_SCORING_FIRST_DAY=2015-01-01",
     ]
     assert (
         os.path.abspath(dagster) == str(Path(sys.executable).parent / "dagster") and command == "dev -w workspace.yaml"

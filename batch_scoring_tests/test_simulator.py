@@ -53,6 +53,40 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_pat
 
 
 @pytest.mark.unit
+def test_a_drop_holds_the_day_of_the_same_fleet_simulated_further(spark, tmp_path, capsys):
+    """The live demo: the bulk files end yesterday, and each later day comes as a drop of the same fleet. Both
+    are cut from one simulation, so the bulk's last days already drift towards the failures still to come."""
+    fleet = ["--machines", "4", "--start", "2016-03-01", "--seed", "3"]
+    ten, twelve = tmp_path / "ten", tmp_path / "twelve"
+    assert main(["simulate", *fleet, "--days", "10", "--out", str(ten)]) == 0
+    assert main(["simulate", *fleet, "--days", "12", "--out", str(twelve)]) == 0
+    assert main(["simulate", "--out", str(ten), "--drop", "2016-03-12"]) == 0
+    drop = ten / "daily" / "2016-03-12"
+    assert sorted(p.name for p in drop.iterdir()) == [
+        "PdM_errors.csv",
+        "PdM_failures.csv",
+        "PdM_maint.csv",
+        "PdM_telemetry.csv",
+        "_SUCCESS",
+    ]
+    for table in (TELEMETRY, ERRORS, MAINTENANCE, FAILURES):
+        later = read_table(spark, twelve, table)
+        on_day = F.to_date("datetime") == F.lit(date(2016, 3, 12))
+        assert sorted(read_table(spark, drop, table).collect()) == sorted(later.where(on_day).collect()), table.name
+        earlier = later.where(F.col("datetime") < datetime(2016, 3, 11))
+        assert sorted(read_table(spark, ten, table).collect()) == sorted(earlier.collect()), table.name
+    assert read_table(spark, drop, TELEMETRY).count() == 4 * 24
+    # a drop continues a fleet the folder describes, and only that one
+    assert main(["simulate", "--out", str(tmp_path / "empty"), "--drop", "2016-03-12"]) == 2
+    assert "No simulated_fleet.json in" in capsys.readouterr().err
+    assert main(["simulate", "--out", str(ten), "--drop", "2016-02-29"]) == 2
+    assert "starts on 2016-03-01: no drop before it" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--out", str(ten), "--drop", "2016-03-12", "--seed", "4"])
+    assert "--drop continues the fleet simulated_fleet.json describes: drop ['--seed']" in capsys.readouterr().err
+
+
+@pytest.mark.unit
 def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, small_fleet_dir):
     header, first_row = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[:2]
     assert header == "datetime,machineID,volt,rotate,pressure,vibration"

@@ -5,9 +5,11 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-# Days are UTC days, like the data set's timestamps. The public data set starts in 2015.
-FIRST_DAY = "2015-01-01"
-DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
+from batch_scoring import settings
+
+# Days are UTC days, like the data set's timestamps, from BATCH_SCORING_FIRST_DAY (read when the code loads).
+FIRST_DAY = settings.first_day()
+DAILY_PARTITIONS = dg.DailyPartitionsDefinition(start_date=FIRST_DAY.isoformat(), timezone="UTC")
 
 # Dagster marks these two parameters beta; the warnings say nothing about our definitions, so they
 # are silenced, by name, here where the parameters are used.
@@ -18,7 +20,7 @@ for _beta_parameter in ("backfill_policy", "allow_nonexistent_upstream_partition
 def calendar() -> tuple[date, date]:
     """The daily partitions as days [first, end): from FIRST_DAY to the last complete UTC day."""
     last = DAILY_PARTITIONS.get_last_partition_key()
-    return date.fromisoformat(FIRST_DAY), date.fromisoformat(last) + timedelta(days=1)
+    return FIRST_DAY, date.fromisoformat(last) + timedelta(days=1)
 
 
 # A range of days runs as one run and one Spark session, reading each input once.

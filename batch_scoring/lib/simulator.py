@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import functools
+import json
 import math
 import os
 import shutil
@@ -75,6 +76,11 @@ PRECURSOR_SENSOR = {
 PRECURSOR_DRIFT_HOURS = 240
 PRECURSOR_DRIFT_SPREADS = 2.0  # drift at the failure, in hourly standard deviations
 MAX_FAILURE_ROUNDS = 50
+# A failure shows ahead of it (telemetry drifts, precursor errors), so a fleet is simulated this many days past its
+# last day: its last days carry the signs of failures still to come, exactly as a later day's drop continues them.
+LOOKAHEAD_DAYS = math.ceil(max(PRECURSOR_DRIFT_HOURS, PRECURSOR_ERROR_HOURS) / 24)
+# what `simulate` wrote into a folder (size, first day, seed), so a later `--drop` continues the same fleet
+FLEET_MANIFEST = "simulated_fleet.json"
 
 _HASH_RANGE = 1 << 53
 
@@ -88,6 +94,10 @@ class Fleet:
     errors: DataFrame
     maintenance: DataFrame
     failures: DataFrame
+
+    def events(self) -> dict[SourceTable, DataFrame]:
+        """The tables of dated rows, which a day's drop holds."""
+        return {ERRORS: self.errors, MAINTENANCE: self.maintenance, FAILURES: self.failures, TELEMETRY: self.telemetry}
 
 
 def uniform(seed: int, stream: str, *keys: Column) -> Column:
@@ -319,15 +329,18 @@ def _precursor_drift(failures: DataFrame, start: date) -> DataFrame:
 
 
 def simulate_fleet(spark: SparkSession, machines: int, start: date, days: int, seed: int) -> Fleet:
+    """The fleet as seen at the end of its last day: events are simulated `LOOKAHEAD_DAYS` further, so the last days
+    show what is coming, and left out from the day after on (nothing after it has happened yet)."""
     machine_table = simulate_machines(spark, machines, seed).localCheckpoint()
-    maintenance, failures, errors = simulate_events(machine_table, start, days, seed)
+    maintenance, failures, errors = simulate_events(machine_table, start, days + LOOKAHEAD_DAYS, seed)
     failures = failures.localCheckpoint()
+    happened = F.col("datetime") < _event_time(start, F.lit(days), 0)
     return Fleet(
         machines=machine_table,
         telemetry=simulate_telemetry(machine_table, failures, start, days, seed),
-        errors=errors,
-        maintenance=maintenance,
-        failures=failures,
+        errors=errors.where(happened),
+        maintenance=maintenance.where(happened),
+        failures=failures.where(happened),
     )
 
 
@@ -355,14 +368,63 @@ def write_source_file(df: DataFrame, table: SourceTable, out_dir: Path, gzip: bo
 
 def write_fleet(fleet: Fleet, out_dir: Path, gzip: bool = False) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {
-        MACHINES: fleet.machines,
-        ERRORS: fleet.errors,
-        MAINTENANCE: fleet.maintenance,
-        FAILURES: fleet.failures,
-        TELEMETRY: fleet.telemetry,
-    }
+    tables = {MACHINES: fleet.machines, **fleet.events()}
     return {table.name: write_source_file(df, table, out_dir, gzip) for table, df in tables.items()}
+
+
+def write_drop(fleet: Fleet, day: date, input_dir: Path) -> dict[str, Path]:
+    """The fleet's events of `day` as that day's drop, `<input_dir>/daily/YYYY-MM-DD/`, with `_SUCCESS` written last
+    (the sign that the drop is complete). The machines stay in the bulk file."""
+    folder = input_dir / "daily" / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    on_day = F.to_date("datetime") == F.lit(day)
+    written = {
+        table.name: write_source_file(df.where(on_day), table, folder, False) for table, df in fleet.events().items()
+    }
+    (folder / "_SUCCESS").touch()
+    return written
+
+
+@dataclass(frozen=True)
+class FleetManifest:
+    """What `simulate` wrote into an input folder (`simulated_fleet.json`): the fleet's size, days and seed, so the
+    quick start trains on those days and a later `--drop` continues the same fleet."""
+
+    machines: int
+    start: date
+    days: int
+    seed: int
+
+    @property
+    def last_day(self) -> date:
+        return self.start + timedelta(days=self.days - 1)
+
+    def simulate(self, spark: SparkSession, days: int | None = None) -> Fleet:
+        """The fleet over its days, or over `days` from its first day."""
+        return simulate_fleet(spark, self.machines, self.start, days or self.days, self.seed)
+
+    def write(self, out_dir: Path) -> None:
+        values = {"machines": self.machines, "start": self.start.isoformat(), "days": self.days, "seed": self.seed}
+        (out_dir / FLEET_MANIFEST).write_text(json.dumps(values) + "\n")
+
+    @classmethod
+    def read(cls, input_dir: Path) -> FleetManifest | None:
+        path = input_dir / FLEET_MANIFEST
+        if not path.is_file():
+            return None
+        values = json.loads(path.read_text())
+        return cls(
+            int(values["machines"]), date.fromisoformat(values["start"]), int(values["days"]), int(values["seed"])
+        )
+
+
+def write_simulated_fleet(
+    spark: SparkSession, fleet: FleetManifest, out_dir: Path, gzip: bool = False
+) -> dict[str, Path]:
+    """Simulate the fleet into `out_dir`'s five files, with the manifest that lets a drop continue it."""
+    written = write_fleet(fleet.simulate(spark), out_dir, gzip)
+    fleet.write(out_dir)
+    return written
 
 
 def _remove_other_files(out_dir: Path, table: SourceTable, keep: str) -> None:
