@@ -1,4 +1,4 @@
-"""Command line: `python -m batch_scoring simulate ...` and `python -m batch_scoring quickstart`."""
+"""Command line: `python -m batch_scoring simulate ...`, `... quickstart` and `... score --day D`."""
 
 from __future__ import annotations
 
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         "--start", type=_date, help="first day (default: the simulated fleet's, or --days days up to yesterday)"
     )
     quickstart.add_argument("--days", type=int, help=f"days to simulate and train on (default {DEFAULT_DAYS})")
+
+    score = commands.add_parser(
+        "score", help="run daily_scoring_job for a day, as the schedule does, and say what came of it"
+    )
+    score.add_argument("--day", type=_date, help="the day, YYYY-MM-DD (default: yesterday, UTC)")
     return parser
 
 
@@ -167,6 +172,17 @@ def run_quickstart(machines: int, start: date | None, days: int | None) -> int:
     return 0 if succeeded else 1
 
 
+def run_score(day: date) -> int:
+    """Score a day into the warehouse, recorded in the instance at DAGSTER_HOME (the UI's)."""
+    if not settings.first_day() <= day <= last_complete_day():
+        raise InputFileError(
+            f"{day} is not a daily partition: they run from {settings.first_day()} ({settings.FIRST_DAY_ENV}) "
+            f"to {last_complete_day()}, yesterday (UTC)"
+        )
+    with open_instance(Path(settings.dagster_home())) as instance:
+        return 0 if score_day(instance, Path(settings.input_dir()), day) else 1
+
+
 def ui_command(home: str, first_day: date) -> str:
     """`dagster dev` on the instance at `home`, the folders of this process's settings, and daily partitions from
     `first_day` (so the UI's calendar starts where the data do)."""
@@ -184,10 +200,8 @@ def ui_command(home: str, first_day: date) -> str:
 
 def _train_and_score(instance, input_dir: Path, warehouse_dir: Path, first: date, last: date) -> bool:
     """training_job over the days, then daily_scoring_job for the last, each with its summary printed."""
-    from batch_scoring.defs.jobs import daily_scoring_request, machines_changed
     from batch_scoring.defs.metadata import materialized_metadata
     from batch_scoring.defs.partitions import partition_range_tags
-    from batch_scoring.defs.resources import InputFiles
 
     print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
     # hold out the last fifth of the days (at most the model's default 60) for evaluation
@@ -204,15 +218,25 @@ def _train_and_score(instance, input_dir: Path, warehouse_dir: Path, first: date
     if not training.success:
         print("\nThe run failed; see the messages above.")
         return False
-    print(f"\nRunning daily_scoring_job for {last} ...")
-    # the day's run as the schedule asks for it: raw_machines, just ingested, is not read again
-    day = daily_scoring_request(last.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
+    print()
+    return score_day(instance, input_dir, last)
+
+
+def score_day(instance, input_dir: Path, day: date) -> bool:
+    """daily_scoring_job for `day`, as the schedule runs it (raw_machines only when its files changed), with its
+    summary printed."""
+    from batch_scoring.defs.jobs import daily_scoring_request, machines_changed
+    from batch_scoring.defs.metadata import materialized_metadata
+    from batch_scoring.defs.resources import InputFiles
+
+    print(f"Running daily_scoring_job for {day} ...")
+    request = daily_scoring_request(day.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
     scoring = _run_job(
         instance,
         "daily_scoring_job",
-        partition_key=day.partition_key,
-        asset_selection=day.asset_selection,
-        tags=day.tags,
+        partition_key=request.partition_key,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
         run_config=QUIET_LOGS,
     )
     print()
@@ -276,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             simulate(args)
             return 0
+        if args.command == "score":
+            return run_score(args.day or last_complete_day())
         return run_quickstart(args.machines, args.start, args.days)
     except InputFileError as error:
         print(f"error: {error}", file=sys.stderr)

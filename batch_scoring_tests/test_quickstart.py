@@ -1,14 +1,21 @@
 """The quick start's first command, run in-process on a small fleet (the `quickstart` fixture, which the tests
 that need a trained fleet share)."""
 
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import dagster as dg
+import pytest
+
+from batch_scoring import settings
+from batch_scoring.cli import main
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import days_with_rows, model_versions
+from batch_scoring_tests.conftest import TEST_SPARK_CONFIG, days_with_rows, model_versions
 
 TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
 
@@ -42,6 +49,20 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     assert (
         os.path.abspath(dagster) == str(Path(sys.executable).parent / "dagster") and command == "dev -w workspace.yaml"
     )
+    # each step said in the run's log what it read, scored and wrote, as it went
+    with dg.DagsterInstance.from_config(str(quickstart.dagster_home)) as instance:
+        (scoring, _) = instance.get_runs()  # newest first
+        said = [entry.user_message for entry in instance.all_logs(scoring.run_id) if entry.dagster_event is None]
+    assert "raw_telemetry: 720 rows read from PdM_telemetry.csv: 720 kept, 0 quarantined" in said
+    assert "quarantine/raw_telemetry: wrote 0 rows for 2015-04-30 and the undated rows, Delta version 0" in said
+    assert "raw_telemetry: wrote 720 rows for 2015-04-30, Delta version 2" in said
+    assert "features: reading raw_telemetry for 2015-04-28 .. 2015-04-30 at Delta version 2" in said
+    assert f"daily_predictions: 30 machine-days of 2015-04-30 scored with model {version}" in said
+    assert (
+        "maintenance_worklist_csv: wrote 1 CSV file(s), the last "
+        + str(warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv")
+        in said
+    )
     # every table of the warehouse is a Delta table
     table_folders = {p.parent.relative_to(warehouse).as_posix() for p in warehouse.rglob("_delta_log")}
     assert table_folders == {
@@ -51,3 +72,28 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
         "maintenance_worklist",
         "failure_model/registry",
     }
+
+
+def test_score_runs_a_day_in_the_quick_start_s_instance_and_says_what_came_of_it(quickstart, tmp_path, capsys):
+    home = shutil.copytree(quickstart.dagster_home, tmp_path / "home")
+    warehouse = shutil.copytree(quickstart.warehouse, tmp_path / "warehouse")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(settings.INPUT_DIR_ENV, str(quickstart.input_dir))
+        env.setenv(settings.WAREHOUSE_DIR_ENV, str(warehouse))
+        env.setenv(settings.SPARK_CONF_ENV, json.dumps(TEST_SPARK_CONFIG))
+        env.setenv("DAGSTER_HOME", str(home))
+        assert main(["score", "--day", "2015-04-29"]) == 0
+        out = capsys.readouterr().out
+        assert main(["score", "--day", "2014-12-31"]) == 2
+        assert "2014-12-31 is not a daily partition: they run from 2015-01-01 (BATCH_SCORING_FIRST_DAY)" in (
+            capsys.readouterr().err
+        )
+    assert "Predictions: 30 machines scored with model" in out
+    assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-29.csv'}" in out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (newest, *_) = instance.get_runs()
+        assert (newest.job_name, newest.status, newest.tags["dagster/partition"]) == (
+            "daily_scoring_job",
+            dg.DagsterRunStatus.SUCCESS,
+            "2015-04-29",
+        )

@@ -12,7 +12,8 @@ from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadat
 from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
 from batch_scoring.lib.model import TrainedModel
-from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, gaps_message
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, ROW_COUNT_KEY, day_span, gaps_message
+from batch_scoring.lib.tables import UNDATED
 from batch_scoring.storage.models import ModelStore
 from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files, worklist_file
 
@@ -20,6 +21,13 @@ from batch_scoring.storage.outputs import commit_note, store_model, store_table,
 def table_name(key: dg.AssetKey) -> str:
     """An asset's table in the warehouse: its key's parts as folders (`quarantine/raw_telemetry`)."""
     return "/".join(key.path)
+
+
+def partitions_text(partitions: list[str]) -> str:
+    """Partitions as people read them: `2015-04-01 .. 2015-04-07 and the undated rows`."""
+    days = [key for key in partitions if key != UNDATED]
+    text = day_span(days) if days else ""
+    return " and ".join(filter(None, [text, "the undated rows" if UNDATED in partitions else ""]))
 
 
 class WarehouseIOManager(dg.ConfigurableIOManager):
@@ -46,7 +54,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         versions_read = self._versions_read.pop(context.step_key, {})
         note = commit_note(context.run_id, name)
         if isinstance(obj, TrainedModel):
-            context.add_output_metadata(dagster_metadata(store_model(tables, name, obj, note, versions_read)))
+            stored = store_model(tables, name, obj, note, versions_read)
+            context.log.info(f"{name}: saved version {obj.version} at {stored['path'].path}")
+            context.add_output_metadata(dagster_metadata(stored))
             return
         declared = spark_schema(context.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = None
@@ -54,6 +64,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             replaced = context.output_metadata.get(REPLACED_PARTITIONS_KEY)
             partitions = replaced.value if replaced is not None else context.asset_partition_keys
         stored = store_table(tables, name, obj, declared, partitions, note, versions_read)
+        days = f" for {partitions_text(partitions)}" if partitions else ""
+        context.log.info(f"{name}: wrote {stored[ROW_COUNT_KEY]:,} rows{days}, Delta version {stored['delta_version']}")
         context.add_output_metadata(dagster_metadata(stored))
 
     def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel:
@@ -78,6 +90,8 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         version = tables.version(name)
         read[name] = version
         rows = tables.read(name, schema, partitions, version)
+        days = f" for {day_span(partitions)}" if partitions else ""
+        context.log.info(f"{context.op_def.name}: reading {name}{days} at Delta version {version}")
         if missing_days == MissingDays.FAIL and partitions:
             gaps = tables.gaps(name, schema, partitions, version)
             if gaps:
@@ -93,7 +107,12 @@ class WorklistFiles(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
         tables = self.warehouse.tables()
-        context.add_output_metadata(dagster_metadata(store_worklist_files(tables, obj, context.asset_partition_keys)))
+        stored = store_worklist_files(tables, obj, context.asset_partition_keys)
+        files = stored["csv_files"]
+        context.log.info(
+            f"{table_name(context.asset_key)}: wrote {len(files)} CSV file(s), the last {stored['csv_file'].path}"
+        )
+        context.add_output_metadata(dagster_metadata(stored))
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         schema = spark_schema(context.upstream_output.definition_metadata[COLUMN_SCHEMA_KEY])

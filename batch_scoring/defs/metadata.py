@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pyspark.sql import types as T
 
+from batch_scoring.lib.progress import progress_logged_to
 from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
 from batch_scoring.storage.delta import unreadable_file_message
 
@@ -109,7 +110,7 @@ def step_results(
     """Run a step (`lib.steps`): its tables as the asset's outputs (the IO managers store them), its checks'
     verdicts as check results; a StepFailed fails the step with its message."""
     try:
-        with naming_damaged_files():
+        with naming_damaged_files(), progress_logged_to(context.log):
             outcome = step()
     except StepFailed as failure:
         raise dg.Failure(description=str(failure), metadata=dagster_metadata(failure.metadata)) from failure

@@ -44,6 +44,7 @@ from batch_scoring.lib.features import (
     TELEMETRY_LOOKBACK_DAYS,
 )
 from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.progress import progress_logged_to
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY, SourceTable
@@ -307,7 +308,8 @@ def main() -> int:
             config=extras["config"],
             run_id=pipes.run_id,
         )
-        run_selected_steps(pipes, scope)
+        with progress_logged_to(pipes.log):
+            run_selected_steps(pipes, scope)
     return 0
 
 

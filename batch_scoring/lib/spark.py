@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Mapping
 
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
 # Delta Lake's jars, which Spark resolves from Maven Central (or ~/.m2) when the JVM starts. The
@@ -54,14 +58,59 @@ def build_spark_session(config: Mapping[str, str], app_name: str = "batch_scorin
             f"Spark Connect ({master}) is not supported: its client needs pandas and pyarrow, which this "
             "project does not install. Use a cluster's master URL (spark://host:7077) or Databricks."
         )
-    builder = SparkSession.builder.appName(app_name)
-    settings = {**BASE_CONF, **JAR_CONF, **config}
+    settings = {"spark.app.name": app_name, **BASE_CONF, **JAR_CONF, **config}
+    if SparkContext._active_spark_context is None:  # the process's first session starts the JVM
+        _start_quietly(SparkConf().setAll(settings.items()))
+    builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     apply_runtime_settings(spark, settings)  # they also apply to a session that existed
     return spark
+
+
+class _JvmErrors:
+    """The JVM's stderr, read on a thread: held back while Spark starts (spark-submit's report on Delta's jars,
+    log4j's and the JVM's start-up notices, a screenful on every start), passed on to this process's stderr once
+    it is up, and shown after all if the start fails, since it then says why."""
+
+    def __init__(self) -> None:
+        self._read_end, self.write_end = os.pipe()
+        self._held: list[bytes] | None = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._pass_on, name="spark-jvm-stderr", daemon=True)
+        self._reader.start()
+
+    def _pass_on(self) -> None:
+        with os.fdopen(self._read_end, "rb") as lines:
+            for line in lines:
+                with self._lock:
+                    if self._held is not None:
+                        self._held.append(line)
+                        continue
+                os.write(2, line)
+
+    def release(self, show_held: bool) -> None:
+        """Stop holding lines back; write out those held if `show_held`, else drop them."""
+        os.close(self.write_end)  # the JVM keeps its own copy
+        if show_held:
+            self._reader.join(timeout=5)  # the JVM has exited: read what it wrote
+        with self._lock:
+            held, self._held = self._held or [], None
+        if show_held:
+            os.write(2, b"".join(held))
+
+
+def _start_quietly(conf: SparkConf) -> None:
+    """Start the JVM and the SparkContext with `conf`, without its start-up chatter."""
+    errors = _JvmErrors()
+    try:
+        SparkContext(conf=conf, gateway=launch_gateway(conf, popen_kwargs={"stderr": errors.write_end}))
+    except BaseException:
+        errors.release(show_held=True)
+        raise
+    errors.release(show_held=False)
 
 
 # set only when the JVM starts

@@ -6,6 +6,7 @@ come in as DataFrames, outputs go out as DataFrames (or a trained model)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from batch_scoring.lib.scoring import (
     worklist,
 )
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceTable
+
+LOG = logging.getLogger(__name__)  # progress for the run's log (defs.progress) or the task's
 
 COLUMN_SCHEMA_KEY = "dagster/column_schema"  # the metadata names Dagster shows as a table's columns and size
 ROW_COUNT_KEY = "dagster/row_count"
@@ -221,6 +224,14 @@ def ingest(
     checked = check_files(spark, table, sources, known_machine_ids, dates, calendar)
     checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
     counts = count_outcomes(checked)
+    LOG.info(
+        "%s: %s rows read from %s: %s kept, %s quarantined",
+        table.asset,
+        f"{counts.read:,}",
+        ", ".join(source.path.name if source.day is None else f"{source.day} drop" for source in sources),
+        f"{counts.kept:,}",
+        f"{counts.quarantined:,}",
+    )
     metadata: dict[str, object] = {
         "source_files": [str(source.path) for source in sources],
         "rows_read": counts.read,
@@ -287,6 +298,7 @@ def features(
     telemetry: DataFrame, errors: DataFrame, maintenance: DataFrame, machines: DataFrame, days: list[date]
 ) -> StepOutcome:
     """The feature rows of `days` (telemetry covering each day's lookback)."""
+    LOG.info("features: building %s from telemetry, errors, replacements and machines", day_span(days))
     rows = build_features(telemetry, errors, maintenance, machines, days[0], days[-1] + timedelta(days=1))
     rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     if rows.isEmpty():
@@ -388,6 +400,14 @@ def train(features: DataFrame, failures: DataFrame, settings: TrainingSettings, 
     reason = (
         f"hold-out macro F1 {macro_f1:.3f} (minimum {settings.min_macro_f1}, majority-class baseline {baseline_f1:.3f})"
     )
+    LOG.info(
+        "failure_model: trained on %s rows of %s, evaluated on %s rows of %s: %s",
+        f"{sum(evaluation.train_label_counts.values()):,}",
+        day_span(list(evaluation.trained_on)),
+        f"{evaluation.holdout_rows:,}",
+        day_span(list(evaluation.held_out)),
+        reason,
+    )
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + run_id[:8]
     manifest = {
         "version": version,
@@ -464,6 +484,12 @@ def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, d
         )
     # the run's own days win over what an earlier run stored for them
     shares = {**failure_shares(trailing.where(F.col("date") < F.lit(days[0]))), **failure_shares(rows)}
+    LOG.info(
+        "daily_predictions: %s machine-days of %s scored with model %s",
+        f"{sum(day['predictions'] for day in per_day):,}",
+        day_span(days),
+        model.version,
+    )
     metadata = {
         "model_version": model.version,
         "scored_at": scored_at.isoformat(sep=" "),
@@ -482,6 +508,12 @@ def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_p
     """The crews' list for `days`, as a table and as one CSV file per day."""
     rows = worklist(predictions, min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
     counts = {row["date"]: row["count"] for row in rows.groupBy("date").count().collect()}  # a row per day
+    LOG.info(
+        "maintenance_worklist: %s machine-days of %s at failure probability >= %s",
+        f"{sum(counts.values()):,}",
+        day_span(days),
+        min_failure_probability,
+    )
     metadata = {
         "min_failure_probability": float(min_failure_probability),
         "machines_listed": {day.isoformat(): counts.get(day, 0) for day in days},
