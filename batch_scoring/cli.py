@@ -253,9 +253,9 @@ def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
     """One line per table, then the model's figures and its check."""
     lines = [f"{'table':28} {'rows':>10} {'quarantined':>12}  where"]
     for asset, meta in latest.items():
-        if "dagster/row_count" in meta:
+        if "rows_written" in meta:
             quarantined = f"{meta['rows_quarantined']:,}" if "rows_quarantined" in meta else "-"
-            lines.append(f"{asset:28} {meta['dagster/row_count']:>10,} {quarantined:>12}  {_where(meta)}")
+            lines.append(f"{asset:28} {meta['rows_written']:>10,} {quarantined:>12}  {_where(meta)}")
     model = latest.get("failure_model")
     if model:
         lines.append(
@@ -271,12 +271,11 @@ def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
 def scoring_summary(latest: dict[str, dict[str, object]]) -> str:
     """Where the day's predictions and worklist are, and the most urgent machines."""
     predictions, worklist = latest["daily_predictions"], latest["maintenance_worklist"]
-    shares = predictions["predicted_failure_share"]
     lines = [
-        f"Predictions: {predictions['dagster/row_count']} machines scored with model {predictions['model_version']}, "
-        f"{next(iter(shares.values())):.0%} predicted to have a component fail within 7 days",
+        f"Predictions: {predictions['rows_written']} machines scored with model {predictions['model_version']}, "
+        f"{predictions['predicted_failure_share']:.0%} predicted to have a component fail within 7 days",
         f"  Delta table: {_where(predictions)} (version {predictions['delta_version']})",
-        f"Worklist: {worklist['dagster/row_count']} machines at failure probability >= "
+        f"Worklist: {worklist['rows_written']} machines at failure probability >= "
         f"{worklist['min_failure_probability']}",
         f"  CSV: {latest['maintenance_worklist_csv']['csv_file']}",
     ]

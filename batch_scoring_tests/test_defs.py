@@ -99,6 +99,11 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
+        columns = graph.get(key).metadata.get("dagster/column_schema")
+        for column in columns.columns if columns else []:
+            assert column.description, f"{key}: column {column.name} has no description"
+    telemetry_columns = graph.get(dg.AssetKey("raw_telemetry")).metadata["dagster/column_schema"].columns
+    assert {c.name: c.description for c in telemetry_columns}["volt"] == "hourly voltage (V)"
     assert graph.get(dg.AssetKey("raw_telemetry")).partitions_def == graph.get(dg.AssetKey("features")).partitions_def
     # the lookbacks are declared: three days of telemetry per day of features, and the week before each day
     # of predictions (a self-dependency)

@@ -20,6 +20,16 @@ from batch_scoring_tests.conftest import copy_warehouse, days_with_rows, materia
 
 SCORING = [daily_predictions, maintenance_worklist]
 
+# the crews' file of a day: its name gives the day
+CREW_CSV_COLUMNS = [
+    "rank",
+    "machine_id",
+    "likely_component",
+    "failure_probability_percent",
+    "component_probability_percent",
+    "observed_at_utc",
+]
+
 
 DAY = "2015-04-20"
 WORKLIST_FROM_0_3 = {"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.3}}}}
@@ -126,9 +136,14 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
     with open(warehouse_dir / "worklists" / f"maintenance_worklist_{DAY}.csv") as handle:
         reader = csv.DictReader(handle)
         csv_rows = list(reader)
-    assert reader.fieldnames == WORKLIST_SCHEMA.fieldNames()
+    assert reader.fieldnames == CREW_CSV_COLUMNS
     assert [int(r["machine_id"]) for r in csv_rows] == [r.machine_id for r in listed]
     assert [r["likely_component"] for r in csv_rows] == [r.likely_component for r in listed]
+    # for people: percent to one decimal, the time in UTC and said so
+    assert [float(r["failure_probability_percent"]) for r in csv_rows] == [
+        round(r.failure_probability * 100, 1) for r in listed
+    ]
+    assert {r["observed_at_utc"] for r in csv_rows} == {"2015-04-21 00:00"}
     meta = [
         e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "maintenance_worklist"
     ]
@@ -143,7 +158,7 @@ def test_an_empty_worklist_still_writes_a_csv_with_its_header(spark, scored_day,
     assert materialize(input_dir, warehouse_dir, [maintenance_worklist], partition_key=DAY, run_config=config).success
     assert DeltaTables(spark, str(warehouse_dir)).read("maintenance_worklist", WORKLIST_SCHEMA, [DAY]).isEmpty()
     lines = (warehouse_dir / "worklists" / f"maintenance_worklist_{DAY}.csv").read_text().splitlines()
-    assert lines == [",".join(WORKLIST_SCHEMA.fieldNames())]
+    assert lines == [",".join(CREW_CSV_COLUMNS)]
 
 
 def test_scoring_without_a_trained_model_says_to_materialize_failure_model(spark, trained_fleet, tmp_path):

@@ -218,7 +218,7 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
     with bench.step("features", "telemetry rows read") as step:
         features = materialize(big, ["features"], START, last)
         step["rows"] = telemetry_rows
-    feature_rows = metadata(features, "features", "dagster/row_count")
+    feature_rows = metadata(features, "features", "rows_written")
     with bench.step("train", "labelled feature rows (training + hold-out)") as step:
         # as the quick start: hold out the last fifth of the days, at most the model's default 60
         model = materialize(
@@ -258,7 +258,7 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
     backfill_last = last - timedelta(days=1)
     with bench.step("(b) 30-day backfill, one run", "feature rows") as step:
         backfill = materialize(big, BACKFILL, backfill_first, backfill_last)
-        step["rows"] = metadata(backfill, "features", "dagster/row_count")
+        step["rows"] = metadata(backfill, "features", "rows_written")
     one_run = step["seconds"]
     runs = [backfill_last - timedelta(days=n) for n in range(separate_runs)]
     with bench.step(f"(b) {separate_runs} days, one run each", "feature rows") as step:

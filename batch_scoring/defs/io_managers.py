@@ -3,9 +3,13 @@ writes storage itself; it returns DataFrames (or a trained model) and these put 
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+
 import dagster as dg
 from pydantic import PrivateAttr
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadata, naming_damaged_files, spark_schema
@@ -115,7 +119,14 @@ class WorklistFiles(dg.ConfigurableIOManager):
         context.add_output_metadata(dagster_metadata(stored))
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
+        """The days' files, each with its day as `date` (the files leave it to their names)."""
         schema = spark_schema(context.upstream_output.definition_metadata[COLUMN_SCHEMA_KEY])
         tables = self.warehouse.tables()
-        paths = [worklist_file(tables, day) for day in context.asset_partition_keys]
-        return tables.spark.read.csv(paths, header=True, schema=schema)
+        file_schema = T.StructType([f for f in schema.fields if f.name != "date"])
+        days = [
+            tables.spark.read.csv(worklist_file(tables, day), header=True, schema=file_schema).withColumn(
+                "date", F.lit(dt.date.fromisoformat(day))
+            )
+            for day in context.asset_partition_keys
+        ]
+        return functools.reduce(DataFrame.unionByName, days)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import dagster as dg
 from pyspark.sql import types as T
 
+from batch_scoring.lib.columns import column_description
 from batch_scoring.lib.progress import progress_logged_to
 from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
 from batch_scoring.storage.delta import unreadable_file_message
@@ -24,6 +25,7 @@ def column_schema(schema: T.StructType) -> dg.TableSchema:
             dg.TableColumn(
                 name=f.name,
                 type=f.dataType.simpleString(),
+                description=column_description(f.name) or None,
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
             for f in schema.fields
@@ -115,10 +117,14 @@ def step_results(
     except StepFailed as failure:
         raise dg.Failure(description=str(failure), metadata=dagster_metadata(failure.metadata)) from failure
     for produced in outcome.produced:
-        output_name = context.assets_def.get_output_name_for_asset_key(dg.AssetKey.from_user_string(produced.asset))
+        asset_key = dg.AssetKey.from_user_string(produced.asset)
+        output_name = context.assets_def.get_output_name_for_asset_key(asset_key)
         metadata = dagster_metadata(produced.metadata)
         if produced.partitions is not None and produced.partitions != list(context.partition_keys):
             metadata[REPLACED_PARTITIONS_KEY] = dg.MetadataValue.json(produced.partitions)  # for the IO manager
+        for day, figures in produced.per_day.items():  # each partition's own, for the Plots tab
+            if day in context.partition_keys:  # not a quarantine's `undated` rows, which no partition holds
+                context.add_asset_metadata(dagster_metadata(figures), asset_key=asset_key, partition_key=day)
         version = dg.DataVersion(produced.data_version) if produced.data_version else None
         yield dg.Output(produced.value, output_name=output_name, metadata=metadata, data_version=version)
     for check in outcome.checks:

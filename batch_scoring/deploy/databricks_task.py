@@ -37,6 +37,7 @@ from pyspark.sql import types as T
 from batch_scoring import settings
 from batch_scoring.deploy import STOPPED_MESSAGE
 from batch_scoring.lib import steps
+from batch_scoring.lib.columns import column_description
 from batch_scoring.lib.features import (
     ERROR_LOOKBACK_DAYS,
     FEATURES_SCHEMA,
@@ -90,7 +91,12 @@ def pipes_metadata_value(value: object) -> dict:
         return {"type": "table", "raw_value": {"records": value.rows, "schema": _columns(value.columns)}}
     if isinstance(value, T.StructType):
         columns = [
-            {"name": f.name, "type": f.dataType.simpleString(), "constraints": {"nullable": f.nullable}}
+            {
+                "name": f.name,
+                "type": f.dataType.simpleString(),
+                "description": column_description(f.name) or None,
+                "constraints": {"nullable": f.nullable},
+            }
             for f in value.fields
         ]
         return {"type": "table_schema", "raw_value": {"columns": columns}}
@@ -224,6 +230,14 @@ def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | st
     )
 
 
+def figures_of_days(produced: Produced) -> dict[str, object]:
+    """A day's own figures as a local run records them for its partition; Pipes reports one materialization for
+    all of a run's days, so several days' figures go as one JSON value, by day."""
+    if len(produced.per_day) == 1:
+        return dict(*produced.per_day.values())
+    return {"per_day": produced.per_day} if produced.per_day else {}
+
+
 def report_check(pipes: PipesContext, check: CheckOutcome) -> None:
     metadata = dict(check.metadata)
     if check.description:
@@ -262,7 +276,7 @@ def run_selected_steps(pipes: PipesContext, scope: RunScope) -> None:
                 stored = store(scope, produced, inputs.versions_read)
                 pipes.report_asset_materialization(
                     asset_key=produced.asset,
-                    metadata=pipes_metadata({**produced.metadata, **stored}),
+                    metadata=pipes_metadata({**produced.metadata, **stored, **figures_of_days(produced)}),
                     data_version=produced.data_version,
                 )
         for check in outcome.checks:

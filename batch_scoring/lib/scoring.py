@@ -39,6 +39,18 @@ WORKLIST_SCHEMA = required_schema(
     ("date", T.DateType()),
 )
 
+# The crews' CSV files, one a day (its name says which, so the files leave `date` out): probabilities in percent,
+# times in UTC and said so; the model version is in the table and the run's metadata, not on every row people read.
+CREW_CSV_SCHEMA = required_schema(
+    ("rank", T.IntegerType()),
+    ("machine_id", T.IntegerType()),
+    ("likely_component", T.StringType()),
+    ("failure_probability_percent", T.DoubleType()),
+    ("component_probability_percent", T.DoubleType()),
+    ("observed_at_utc", T.StringType()),
+    ("date", T.DateType()),
+)
+
 PROBABILITY_TOLERANCE = 1e-6
 TRAILING_DAYS = 7  # a day's predicted-failure share is compared with the mean of the week before
 
@@ -80,6 +92,19 @@ def worklist(predictions: DataFrame, min_failure_probability: float) -> DataFram
             "model_version",
             "date",
         )
+    )
+
+
+def crew_csv_rows(worklist_rows: DataFrame) -> DataFrame:
+    """The worklist as the crews' CSV files hold it (`CREW_CSV_SCHEMA`)."""
+    return worklist_rows.select(
+        "rank",
+        "machine_id",
+        "likely_component",
+        F.round(F.col("failure_probability") * 100, 1).alias("failure_probability_percent"),
+        F.round(F.col("component_probability") * 100, 1).alias("component_probability_percent"),
+        F.date_format("observed_at", "yyyy-MM-dd HH:mm").alias("observed_at_utc"),
+        "date",
     )
 
 

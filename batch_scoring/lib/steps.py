@@ -37,9 +37,11 @@ from batch_scoring.lib.model import (
     train_and_evaluate,
 )
 from batch_scoring.lib.scoring import (
+    CREW_CSV_SCHEMA,
     PREDICTIONS_SCHEMA,
     TRAILING_DAYS,
     WORKLIST_SCHEMA,
+    crew_csv_rows,
     failure_shares,
     invalid_probability_rows,
     prediction_counts_per_day,
@@ -53,6 +55,7 @@ LOG = logging.getLogger(__name__)  # progress for the run's log (defs.progress) 
 
 COLUMN_SCHEMA_KEY = "dagster/column_schema"  # the metadata names Dagster shows as a table's columns and size
 ROW_COUNT_KEY = "dagster/row_count"
+ROWS_WRITTEN_KEY = "rows_written"  # by the run, all its days
 PREVIEW_ROWS = 5
 TOP_FEATURES = 15
 TOP_WORKLIST_ROWS = 10
@@ -88,6 +91,8 @@ class Produced:
     partitions: list[str] | None = None
     stored_as: str = "delta"  # "delta", "model" or "csv"
     data_version: str | None = None  # what the table was made from, when a digest of it says (Dagster's data version)
+    # figures of each day (partition) it holds, by day: numbers the UI charts across partitions
+    per_day: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,7 +165,11 @@ def table_summary(df: DataFrame) -> dict[str, object]:
     if "machine_id" in df.columns:
         aggregates.append(F.count_distinct("machine_id").alias("machines"))
     summary = df.agg(*aggregates).first().asDict()
-    metadata: dict[str, object] = {ROW_COUNT_KEY: summary["rows"], COLUMN_SCHEMA_KEY: df.schema}
+    metadata: dict[str, object] = {
+        ROW_COUNT_KEY: summary["rows"],  # a daily table's steps give each day's own (`Produced.per_day`)
+        ROWS_WRITTEN_KEY: summary["rows"],
+        COLUMN_SCHEMA_KEY: df.schema,
+    }
     metadata["preview"] = preview(df)
     if "machines" in summary:
         metadata["machines"] = summary["machines"]
@@ -170,10 +179,21 @@ def table_summary(df: DataFrame) -> dict[str, object]:
     return metadata
 
 
-def days_without_rows(df: DataFrame, days: list[date]) -> list[str]:
-    """The days of a run that got no rows (distinct days only are collected)."""
-    present = {row["date"] for row in df.select("date").distinct().collect()}
-    return [day.isoformat() for day in days if day not in present]
+def rows_by_day(df: DataFrame, partitions: list[str]) -> dict[str, int]:
+    """Rows of each partition (a day, or the quarantine's `undated`) in a daily table, 0 for one without (one row
+    per partition is collected)."""
+    counts = {str(row["date"]): row["count"] for row in df.groupBy("date").count().collect()}
+    return {key: counts.get(key, 0) for key in partitions}
+
+
+def day_figures(rows: Mapping[str, int]) -> dict[str, dict[str, object]]:
+    """Each day's row count as that partition's own (a range run's metadata would otherwise give every day the
+    whole run's)."""
+    return {day: {ROW_COUNT_KEY: count} for day, count in rows.items()}
+
+
+def days_without_rows(rows: Mapping[str, int]) -> list[str]:
+    return [day for day, count in rows.items() if count == 0]
 
 
 def day_keys(days: list[date]) -> list[str]:
@@ -253,12 +273,16 @@ def ingest(
         metadata["ignored_in_drops_folder"] = misnamed
     kept = kept_rows(checked, table)
     partitions = quarantine_partitions = None
+    quarantine = quarantined_rows(checked)
+    kept_by_day = quarantined_by_day = {}
     if days:
+        partitions = day_keys(days)
+        kept_by_day = rows_by_day(kept, partitions)
         if table.requires_rows:  # an event log may well have quiet days
-            metadata["days_without_rows"] = days_without_rows(kept, days)
-        partitions = [day.isoformat() for day in days]
+            metadata["days_without_rows"] = days_without_rows(kept_by_day)
         reads_bulk_file = any(source.day is None for source in sources)
         quarantine_partitions = partitions + ([UNDATED] if reads_bulk_file else [])
+        quarantined_by_day = rows_by_day(quarantine, quarantine_partitions)
     share = counts.quarantined_share
     check = CheckOutcome(
         asset=table.asset,
@@ -276,7 +300,13 @@ def ingest(
     )
     return StepOutcome(
         [
-            Produced(quarantine_table(table), quarantined_rows(checked), {}, QUARANTINE_SCHEMA, quarantine_partitions),
+            Produced(
+                quarantine_table(table),
+                quarantine,
+                schema=QUARANTINE_SCHEMA,
+                partitions=quarantine_partitions,
+                per_day=day_figures(quarantined_by_day),
+            ),
             # a whole table's version is its files' fingerprint: the same files give the same table
             Produced(
                 table.asset,
@@ -285,6 +315,7 @@ def ingest(
                 table.schema,
                 partitions,
                 data_version=None if days else sources_fingerprint(sources),
+                per_day=day_figures(kept_by_day),
             ),
         ],
         [check],
@@ -306,12 +337,10 @@ def features(
             f"No features for {day_span(days)}: no machine has telemetry in those days. "
             "Materialize raw_telemetry for them first, or check the input files cover them."
         )
+    by_day = rows_by_day(rows, day_keys(days))
+    metadata = {"days_without_rows": days_without_rows(by_day)}
     return StepOutcome(
-        [
-            Produced(
-                "features", rows, {"days_without_rows": days_without_rows(rows, days)}, FEATURES_SCHEMA, day_keys(days)
-            )
-        ]
+        [Produced("features", rows, metadata, FEATURES_SCHEMA, day_keys(days), per_day=day_figures(by_day))]
     )
 
 
@@ -493,7 +522,14 @@ def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, d
     metadata = {
         "model_version": model.version,
         "scored_at": scored_at.isoformat(sep=" "),
-        "predicted_failure_share": {day.isoformat(): round(shares[day], 4) for day in days if day in shares},
+    }
+    figures = {
+        str(day["date"]): {
+            ROW_COUNT_KEY: day["predictions"],
+            "predicted_failure_share": round(shares[day["date"]], 3),
+        }
+        for day in per_day
+        if day["predictions"]
     }
     invalid = invalid_probability_rows(rows)
     checks = [
@@ -501,13 +537,14 @@ def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, d
         CheckOutcome("daily_predictions", "probabilities_valid", invalid == 0, {"invalid_rows": invalid}),
         _failure_share_stable(shares, days),
     ]
-    return StepOutcome([Produced("daily_predictions", rows, metadata, PREDICTIONS_SCHEMA, day_keys(days))], checks)
+    produced = Produced("daily_predictions", rows, metadata, PREDICTIONS_SCHEMA, day_keys(days), per_day=figures)
+    return StepOutcome([produced], checks)
 
 
 def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_probability: float) -> StepOutcome:
     """The crews' list for `days`, as a table and as one CSV file per day."""
     rows = worklist(predictions, min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = {row["date"]: row["count"] for row in rows.groupBy("date").count().collect()}  # a row per day
+    counts = rows_by_day(rows, day_keys(days))
     LOG.info(
         "maintenance_worklist: %s machine-days of %s at failure probability >= %s",
         f"{sum(counts.values()):,}",
@@ -516,14 +553,24 @@ def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_p
     )
     metadata = {
         "min_failure_probability": float(min_failure_probability),
-        "machines_listed": {day.isoformat(): counts.get(day, 0) for day in days},
         "most_urgent": preview(rows.where(F.col("date") == F.lit(days[-1])).orderBy("rank"), TOP_WORKLIST_ROWS),
     }
     return StepOutcome(
         [
-            Produced("maintenance_worklist", rows, metadata, WORKLIST_SCHEMA, day_keys(days)),
             Produced(
-                "maintenance_worklist_csv", rows, schema=WORKLIST_SCHEMA, partitions=day_keys(days), stored_as="csv"
+                "maintenance_worklist",
+                rows,
+                metadata,
+                WORKLIST_SCHEMA,
+                day_keys(days),
+                per_day={day: {ROW_COUNT_KEY: n, "machines_listed": n} for day, n in counts.items()},
+            ),
+            Produced(
+                "maintenance_worklist_csv",
+                crew_csv_rows(rows),
+                schema=CREW_CSV_SCHEMA,
+                partitions=day_keys(days),
+                stored_as="csv",
             ),
         ]
     )

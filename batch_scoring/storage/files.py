@@ -36,13 +36,15 @@ def write_text_file(spark: SparkSession, location: str, text: str) -> str:
 
 
 def write_daily_csv_files(df: DataFrame, days: list[str], location_of_day, order_by: str) -> dict[str, str]:
-    """Each day's rows of `df` as one CSV file (header included, written even when the day has no rows),
-    at `location_of_day(day)`; a day's rows are few (bounded by the fleet). Returns the files by day."""
+    """Each day's rows of `df` as one CSV file without the `date` column (the file is the day's; header included,
+    written even when the day has no rows), at `location_of_day(day)`; a day's rows are few (bounded by the
+    fleet). Returns the files by day."""
     files = {}
     for day in days:
-        rows = df.where(F.col("date") == F.lit(date.fromisoformat(day))).orderBy(order_by).collect()
+        of_day = df.where(F.col("date") == F.lit(date.fromisoformat(day))).drop("date")
+        rows = of_day.orderBy(order_by).collect()
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=df.columns, lineterminator="\n")
+        writer = csv.DictWriter(text, fieldnames=of_day.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(row.asDict() for row in rows)
         files[day] = write_text_file(df.sparkSession, location_of_day(day), text.getvalue())

@@ -11,7 +11,7 @@ from batch_scoring.defs.metadata import column_schema, step_results
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
 from batch_scoring.lib import steps
 from batch_scoring.lib.model import TrainedModel
-from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
+from batch_scoring.lib.scoring import CREW_CSV_SCHEMA, PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, MAX_FAILURE_SHARE_CHANGE
 
 GROUP = "scoring"
@@ -89,9 +89,10 @@ class WorklistConfig(dg.Config):
             deps=["maintenance_worklist"],
             kinds={"csv"},
             partitions_def=DAILY_PARTITIONS,
-            metadata={COLUMN_SCHEMA_KEY: column_schema(WORKLIST_SCHEMA)},
+            metadata={COLUMN_SCHEMA_KEY: column_schema(CREW_CSV_SCHEMA)},
             description="Each day's worklist as a CSV file a person can open: "
-            "<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv, written even when the list is empty.",
+            "<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv, written even when the list is empty; "
+            "probabilities in percent, times in UTC (the model version is in maintenance_worklist).",
         ).with_io_manager_key(WORKLIST_FILES_KEY),
     ],
     backfill_policy=SPARK_BACKFILL_POLICY,
