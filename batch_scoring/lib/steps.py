@@ -51,7 +51,7 @@ from batch_scoring.lib.scoring import (
 )
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceTable
 
-LOG = logging.getLogger(__name__)  # progress for the run's log (defs.progress) or the task's
+LOG = logging.getLogger(__name__)  # progress, for the run's log (lib.progress)
 
 COLUMN_SCHEMA_KEY = "dagster/column_schema"  # the metadata names Dagster shows as a table's columns and size
 ROW_COUNT_KEY = "dagster/row_count"
