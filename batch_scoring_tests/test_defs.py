@@ -42,19 +42,6 @@ print(DAILY_PARTITIONS.get_first_partition_key())
 """
 
 
-SESSION_STARTED = """
-from batch_scoring.lib.spark import build_spark_session
-print(build_spark_session({"spark.master": "local[1]", "spark.driver.memory": "%s"}).range(3).count())
-"""
-
-
-def test_spark_starts_without_its_start_up_chatter_and_a_failed_start_says_why():
-    started = subprocess.run([sys.executable, "-c", SESSION_STARTED % "512m"], capture_output=True, text=True)
-    assert (started.returncode, started.stdout, started.stderr) == (0, "3\n", "")
-    failed = subprocess.run([sys.executable, "-c", SESSION_STARTED % "lots"], capture_output=True, text=True)
-    assert failed.returncode == 1 and "Invalid maximum heap size: -Xmxlots" in failed.stderr
-
-
 def python_prints(code: str, **env: str) -> str:
     return subprocess.run(
         [sys.executable, "-c", code], env={**os.environ, **env}, check=True, capture_output=True, text=True

@@ -4,6 +4,7 @@ that need a trained fleet share)."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,3 +98,17 @@ def test_score_runs_a_day_in_the_quick_start_s_instance_and_says_what_came_of_it
             dg.DagsterRunStatus.SUCCESS,
             "2015-04-29",
         )
+
+
+SESSION_STARTED = """
+from batch_scoring.lib.spark import build_spark_session
+print(build_spark_session({"spark.master": "local[1]", "spark.driver.memory": "%s"}).range(3).count())
+"""
+
+
+def test_spark_starts_without_its_start_up_chatter_and_a_failed_start_says_why():
+    """What the quick start's console shows of Spark: nothing, unless it cannot start."""
+    started = subprocess.run([sys.executable, "-c", SESSION_STARTED % "512m"], capture_output=True, text=True)
+    assert (started.returncode, started.stdout, started.stderr) == (0, "3\n", "")
+    failed = subprocess.run([sys.executable, "-c", SESSION_STARTED % "lots"], capture_output=True, text=True)
+    assert failed.returncode == 1 and "Invalid maximum heap size: -Xmxlots" in failed.stderr
