@@ -1,5 +1,6 @@
 """The fleet simulator: reproducible, in the public layout, calibrated, with learnable precursors. The tests on
-simulated frames are part of the fast loop (`pytest -m unit`); those reading the real data set are not."""
+simulated frames are part of the fast loop (`pytest -m unit`); those reading the real data set, and the drop's
+three simulations, are not."""
 
 import filecmp
 import gzip
@@ -52,7 +53,6 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_pat
         assert gzip.decompress((tmp_path / "gz" / f"{name}.gz").read_bytes()) == (tmp_path / "a" / name).read_bytes()
 
 
-@pytest.mark.unit
 def test_a_drop_holds_the_day_of_the_same_fleet_simulated_further(spark, tmp_path, capsys):
     """The live demo: the bulk files end yesterday, and each later day comes as a drop of the same fleet. Both
     are cut from one simulation, so the bulk's last days already drift towards the failures still to come."""
