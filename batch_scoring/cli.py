@@ -12,10 +12,12 @@ from pathlib import Path
 from batch_scoring import settings
 from batch_scoring.lib import simulator
 from batch_scoring.lib.ingest import InputFileError, locate_source_file
+from batch_scoring.lib.steps import ROW_COUNT_KEY, day_span
 from batch_scoring.lib.tables import TELEMETRY
 
 DEFAULT_MACHINES = 100
 DEFAULT_DAYS = 365
+DEFAULT_SCORE_DAYS = 14  # the crews' page shows a machine's last 14 days (lib.crew_page.HISTORY_DAYS)
 # step starts and ends, not every engine event
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -59,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         "--start", type=_date, help="first day (default: the simulated fleet's, or --days days up to yesterday)"
     )
     quickstart.add_argument("--days", type=int, help=f"days to simulate and train on (default {DEFAULT_DAYS})")
+    quickstart.add_argument(
+        "--score-days",
+        type=int,
+        default=DEFAULT_SCORE_DAYS,
+        help=f"last days to score, in one run (default {DEFAULT_SCORE_DAYS}: the history the crews' page shows)",
+    )
 
     score = commands.add_parser(
         "score", help="run daily_scoring_job for a day, as the schedule does, and say what came of it"
@@ -152,9 +160,10 @@ def open_instance(home: Path):
     return dg.DagsterInstance.from_config(str(home))
 
 
-def run_quickstart(machines: int, start: date | None, days: int | None) -> int:
-    """Simulate (if needed), train on every day, then score the last day; print what came of each, then the command
-    that opens the UI on those runs (recorded in DAGSTER_HOME, by default the project's `.dagster_home/`)."""
+def run_quickstart(machines: int, start: date | None, days: int | None, days_to_score: int) -> int:
+    """Simulate (if needed), train on every day, then score the last `days_to_score` days; print what came of each,
+    then the command that opens the UI on those runs (recorded in DAGSTER_HOME, by default the project's
+    `.dagster_home/`)."""
     input_dir, warehouse_dir, home = Path(settings.input_dir()), Path(settings.warehouse_dir()), settings.dagster_home()
     first, last = _ensure_input(input_dir, machines, start, days)
     # the daily partitions start with the data unless set otherwise (read when the definitions load, below)
@@ -165,7 +174,7 @@ def run_quickstart(machines: int, start: date | None, days: int | None) -> int:
             f"set {settings.FIRST_DAY_ENV}={first} (or earlier)"
         )
     with open_instance(Path(home)) as instance:
-        succeeded = _train_and_score(instance, input_dir, warehouse_dir, first, last)
+        succeeded = _train_and_score(instance, input_dir, warehouse_dir, first, last, days_to_score)
     if succeeded:
         print(f"\nThe runs are recorded in {home}. Open the UI on them at http://127.0.0.1:3000 with:\n")
         print("  " + ui_command(home, settings.first_day()))
@@ -180,7 +189,7 @@ def run_score(day: date) -> int:
             f"to {last_complete_day()}, yesterday (UTC)"
         )
     with open_instance(Path(settings.dagster_home())) as instance:
-        return 0 if score_day(instance, Path(settings.input_dir()), day) else 1
+        return 0 if score_days(instance, Path(settings.input_dir()), day, day) else 1
 
 
 def ui_command(home: str, first_day: date) -> str:
@@ -198,8 +207,11 @@ def ui_command(home: str, first_day: date) -> str:
     )
 
 
-def _train_and_score(instance, input_dir: Path, warehouse_dir: Path, first: date, last: date) -> bool:
-    """training_job over the days, then daily_scoring_job for the last, each with its summary printed."""
+def _train_and_score(
+    instance, input_dir: Path, warehouse_dir: Path, first: date, last: date, days_to_score: int
+) -> bool:
+    """training_job over the days, then daily_scoring_job for the last `days_to_score`, each with its summary
+    printed."""
     from batch_scoring.defs.metadata import materialized_metadata
     from batch_scoring.defs.partitions import partition_range_tags
 
@@ -219,28 +231,37 @@ def _train_and_score(instance, input_dir: Path, warehouse_dir: Path, first: date
         print("\nThe run failed; see the messages above.")
         return False
     print()
-    return score_day(instance, input_dir, last)
+    return score_days(instance, input_dir, max(first, last - timedelta(days=days_to_score - 1)), last)
 
 
-def score_day(instance, input_dir: Path, day: date) -> bool:
-    """daily_scoring_job for `day`, as the schedule runs it (raw_machines only when its files changed), with its
-    summary printed."""
+def score_days(instance, input_dir: Path, first: date, last: date) -> bool:
+    """daily_scoring_job for the days first..last in one run, as the schedule runs a day (raw_machines only when its
+    files changed), with its summary printed."""
     from batch_scoring.defs.jobs import daily_scoring_request, machines_changed
     from batch_scoring.defs.metadata import materialized_metadata
+    from batch_scoring.defs.partitions import partition_range_tags
     from batch_scoring.defs.resources import InputFiles
 
-    print(f"Running daily_scoring_job for {day} ...")
-    request = daily_scoring_request(day.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
+    print(f"Running daily_scoring_job for {day_span([first, last] if first < last else [last])} ...")
+    request = daily_scoring_request(last.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
+    days = (
+        {"partition_key": request.partition_key}
+        if first == last
+        else {"tags": {**request.tags, **partition_range_tags(first.isoformat(), last.isoformat())}}
+    )
     scoring = _run_job(
         instance,
         "daily_scoring_job",
-        partition_key=request.partition_key,
         asset_selection=request.asset_selection,
-        tags=request.tags,
         run_config=QUIET_LOGS,
+        **({"tags": request.tags} | days),
     )
     print()
-    print(scoring_summary(materialized_metadata(scoring)) if scoring.success else "The scoring run failed; see above.")
+    print(
+        scoring_summary(materialized_metadata(scoring), last)
+        if scoring.success
+        else "The scoring run failed; see above."
+    )
     return scoring.success
 
 
@@ -268,16 +289,18 @@ def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
     return "\n".join(lines)
 
 
-def scoring_summary(latest: dict[str, dict[str, object]]) -> str:
-    """Where the day's predictions and worklist are, and the most urgent machines."""
+def scoring_summary(latest: dict[str, dict[str, object]], day: date) -> str:
+    """Where the predictions and worklists are, and the figures and most urgent machines of the run's last `day`."""
     predictions, worklist = latest["daily_predictions"], latest["maintenance_worklist"]
     lines = [
-        f"Predictions: {predictions['rows_written']} machines scored with model {predictions['model_version']}, "
-        f"{predictions['predicted_failure_share']:.0%} predicted to have a component fail within 7 days",
+        f"Predictions for {day}: {predictions[ROW_COUNT_KEY]} machines scored with model "
+        f"{predictions['model_version']}, {predictions['predicted_failure_share']:.0%} predicted to have a component "
+        "fail within 7 days",
         f"  Delta table: {_where(predictions)} (version {predictions['delta_version']})",
-        f"Worklist: {worklist['rows_written']} machines at failure probability >= "
+        f"Worklist for {day}: {worklist['machines_listed']} machines at failure probability >= "
         f"{worklist['min_failure_probability']}",
         f"  CSV: {latest['maintenance_worklist_csv']['csv_file']}",
+        f"  Page: {latest['maintenance_worklist_page']['page_file']}",
     ]
     for record in worklist["most_urgent"].records[:5]:
         row = record.data
@@ -301,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "score":
             return run_score(args.day or last_complete_day())
-        return run_quickstart(args.machines, args.start, args.days)
+        return run_quickstart(args.machines, args.start, args.days, args.score_days)
     except InputFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

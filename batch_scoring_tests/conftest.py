@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,8 @@ from batch_scoring.storage.models import REGISTRY_SCHEMA, ModelStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "pdm-2015"
+# screenshots of what users look at (the UI, the crews' page), kept after the suite for people to look at
+ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 
 # the project's defaults with a session sized for 2 cores
 TEST_SPARK_CONFIG = {
@@ -132,7 +135,8 @@ class Quickstart:
     dagster_home: Path
 
 
-QUICKSTART_FLEET = ("--machines", "30", "--start", "2015-01-01", "--days", "120")  # to 2015-04-30, about 55 failures
+# to 2015-04-30, about 55 failures; the last day scored (the tests that score more days copy the warehouse)
+QUICKSTART_ARGS = ("--machines", "30", "--start", "2015-01-01", "--days", "120", "--score-days", "1")
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +156,7 @@ def quickstart(spark, tmp_path_factory) -> Quickstart:
         env.setenv(settings.SPARK_CONF_ENV, json.dumps(TEST_SPARK_CONFIG))
         env.setenv("DAGSTER_HOME", str(home))
         env.setenv(settings.FIRST_DAY_ENV, settings.DEFAULT_FIRST_DAY)  # the partitions this process loaded
-        exit_code = main(["quickstart", *QUICKSTART_FLEET])
+        exit_code = main(["quickstart", *QUICKSTART_ARGS])
     return Quickstart(exit_code, printed.getvalue(), root / "input", root / "warehouse", home)
 
 
@@ -257,3 +261,42 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, asset_name: str)
 
 def model_versions(spark, warehouse: Path) -> list[str]:
     return [manifest["version"] for manifest in model_manifests(spark, warehouse)]
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("Chromium is not installed: `apt-get install chromium` (.ci/run installs it)")
+
+
+def open_in_chromium(url: str, screenshot: Path, tmp_path: Path, window: str = "2400,1600") -> str:
+    """Load `url` headless, give the UI time to fetch and render, save a screenshot; return the page's DOM as the
+    browser built it."""
+    common = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-background-networking",
+        "--disable-component-update",
+        f"--window-size={window}",
+        "--virtual-time-budget=20000",
+    ]
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    for mode, profile in ((f"--screenshot={screenshot}", "shot"), ("--dump-dom", "dom")):
+        page = subprocess.run(
+            [*common, f"--user-data-dir={tmp_path / profile}", mode, url], capture_output=True, text=True, timeout=180
+        )
+        assert page.returncode == 0, page.stderr[-2000:]
+    assert screenshot.stat().st_size > 10_000
+    return page.stdout
+
+
+def text_of(html: str) -> str:
+    """The text a page shows: no scripts or styles, no tags, single spaces."""
+    shown = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", shown))

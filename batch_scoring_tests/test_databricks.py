@@ -186,7 +186,8 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
 ):
     local = trained_fleet[1]
     with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, warehouse):
-        (warehouse / "worklists" / f"maintenance_worklist_{DAY}.csv").unlink()  # the quick start's: written again
+        for suffix in ("csv", "html"):  # the quick start's files: written again
+            (warehouse / "worklists" / f"maintenance_worklist_{DAY}.{suffix}").unlink()
         job = build_definitions().resolve_job_def("daily_scoring_job")
         result = job.execute_in_process(
             partition_key=DAY, run_config={"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}
@@ -226,6 +227,7 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
         "daily_predictions",
         "maintenance_worklist",
         "maintenance_worklist_csv",
+        "maintenance_worklist_page",
         "quarantine/raw_machines",
         "raw_errors",
         "quarantine/raw_errors",
@@ -236,6 +238,8 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     assert by_asset["daily_predictions"]["dagster/column_schema"].columns[0].name == "machine_id"
     assert by_asset["maintenance_worklist"]["machines_listed"] == 30  # the day's own figure, as a local run has it
     assert by_asset["maintenance_worklist_csv"]["csv_file"] == str(csv_files[0])
+    page = warehouse / "worklists" / f"maintenance_worklist_{DAY}.html"
+    assert by_asset["maintenance_worklist_page"]["page_file"] == str(page) and page.read_text().count("<svg") == 30
     assert by_asset["raw_telemetry"]["rows_read"] == 30 * 24
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     assert (

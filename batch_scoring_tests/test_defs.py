@@ -83,6 +83,7 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
         "daily_predictions": "scoring",
         "maintenance_worklist": "scoring",
         "maintenance_worklist_csv": "scoring",
+        "maintenance_worklist_page": "scoring",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"

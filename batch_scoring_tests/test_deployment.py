@@ -3,7 +3,6 @@ runs launched through the webserver's GraphQL API, the sensor ticking in the dae
 Chromium; the runs side by side, with a secret in their environment (the `dagster` command line: test_cluster)."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,14 +22,17 @@ from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
+    ARTIFACTS,
     REPO_ROOT,
     copy_warehouse,
     dagster_command,
     deployment_env,
     free_port,
     model_versions,
+    open_in_chromium,
     start_process,
     stop_process,
+    text_of,
 )
 
 LOCATION = {"repositoryLocationName": "batch_scoring", "repositoryName": "__repository__"}
@@ -45,10 +47,10 @@ ASSETS = [
     "daily_predictions",
     "maintenance_worklist",
     "maintenance_worklist_csv",
+    "maintenance_worklist_page",
 ]
 QUARANTINES = [f"quarantine/{name}" for name in ASSETS[:5]]
 MACHINES = 30  # of the shared test fleet, 2015-01-01 to 2015-04-30
-ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 RUN_TIMEOUT = 600
 FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token in every process's environment: never written
 
@@ -169,6 +171,7 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
         "daily_predictions": "scoring",
         "maintenance_worklist": "scoring",
         "maintenance_worklist_csv": "scoring",
+        "maintenance_worklist_page": "scoring",
     }
     assert all(node["description"] for node in nodes)
 
@@ -318,39 +321,6 @@ def test_the_schedule_once_on_next_ticks_at_six_utc(deployment):
     assert (ticks[1] - ticks[0]).days == 1
 
 
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    pytest.skip("Chromium is not installed: `apt-get install chromium` (.ci/run installs it)")
-
-
-def open_in_chromium(url: str, screenshot: Path, tmp_path: Path) -> str:
-    """Load `url` headless, give the UI time to fetch and render, save a screenshot; return the page's text."""
-    common = [
-        chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-sync",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--window-size=2400,1600",
-        "--virtual-time-budget=20000",
-    ]
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    for mode, profile in ((f"--screenshot={screenshot}", "shot"), ("--dump-dom", "dom")):
-        page = subprocess.run(
-            [*common, f"--user-data-dir={tmp_path / profile}", mode, url], capture_output=True, text=True, timeout=180
-        )
-        assert page.returncode == 0, page.stderr[-2000:]
-    assert screenshot.stat().st_size > 10_000
-    html = re.sub(r"<(script|style)\b.*?</\1>", " ", page.stdout, flags=re.DOTALL)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
-
-
 def wait_for_every_run(deployment: Deployment, launched: Launched) -> dict[str, str]:
     """Wait until the three runs launched have ended; their run ids, by who launched them."""
     deployment.wait_for_run(launched.run_id)
@@ -362,42 +332,50 @@ def wait_for_every_run(deployment: Deployment, launched: Launched) -> dict[str, 
 def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, launched, tmp_path):
     wait_for_every_run(deployment, launched)
     deployment.graphql("mutation { setNuxSeen }")  # the community sign-up dialog would cover the page
-    lineage = open_in_chromium(
-        f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
-        ARTIFACTS / "asset_lineage.png",
-        tmp_path,
+    lineage = text_of(
+        open_in_chromium(
+            f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
+            ARTIFACTS / "asset_lineage.png",
+            tmp_path,
+        )
     )
     for name in ASSETS:
         assert re.search(rf"\b{name}\b", lineage), f"{name} is not in the lineage"
     for group in ("raw", "features", "model", "scoring"):
         assert f" {group} " in lineage
     # the two assets without days (raw_machines and the model) were materialized by the quick start's training run;
-    # the eight daily assets (the four event tables among them) say how many days are filled
+    # the nine daily assets (the four event tables and the crews' page among them) say how many days are filled
     assert lineage.count("Materialized") == 2 and "Never materialized" not in lineage
-    assert lineage.count("% filled") == 8 and "3 / 3 Passed" in lineage
+    assert lineage.count("% filled") == 9 and "3 / 3 Passed" in lineage
     # the model's page (its metadata table loads after the page's text is taken: the screenshot has it, and the
     # page's own query serves the hold-out figures of the quick start's training run)
-    model = open_in_chromium(f"{deployment.url}/assets/failure_model", ARTIFACTS / "failure_model.png", tmp_path)
+    model = text_of(
+        open_in_chromium(f"{deployment.url}/assets/failure_model", ARTIFACTS / "failure_model.png", tmp_path)
+    )
     assert "failure_model" in model and "training_job" in model
     (latest,) = deployment.graphql(MODEL_METADATA_QUERY)["assetOrError"]["assetMaterializations"]
     figures = {entry["label"]: entry.get("floatValue") for entry in latest["metadataEntries"]}
     assert 0.5 <= figures["macro_f1"] <= 1 and "confusion_matrix" in figures
 
     # the whole graph, by group (raw: five tables and their five quarantines), and a quarantine in its lineage
-    everything = open_in_chromium(f"{deployment.url}/asset-groups", ARTIFACTS / "global_lineage.png", tmp_path)
+    everything = text_of(open_in_chromium(f"{deployment.url}/asset-groups", ARTIFACTS / "global_lineage.png", tmp_path))
     for group in ("raw", "features", "model", "scoring"):
         assert f" {group} " in everything
-    quarantine = open_in_chromium(
-        f"{deployment.url}/assets/quarantine/raw_telemetry?view=lineage&lineageScope=upstream&lineageDepth=1",
-        ARTIFACTS / "quarantine_lineage.png",
-        tmp_path,
+    quarantine = text_of(
+        open_in_chromium(
+            f"{deployment.url}/assets/quarantine/raw_telemetry?view=lineage&lineageScope=upstream&lineageDepth=1",
+            ARTIFACTS / "quarantine_lineage.png",
+            tmp_path,
+        )
     )
     assert "quarantine" in quarantine and re.search(r"\braw_machines\b", quarantine)
 
-    partitions = open_in_chromium(
-        f"{deployment.url}/assets/daily_predictions?view=partitions",
-        ARTIFACTS / "daily_predictions_partitions.png",
-        tmp_path,
+    partitions = text_of(
+        open_in_chromium(
+            f"{deployment.url}/assets/daily_predictions?view=partitions",
+            ARTIFACTS / "daily_predictions_partitions.png",
+            tmp_path,
+        )
     )
     scored_days = 1 + len(BACKFILL_DAYS) + 1  # GraphQL, backfill, sensor
     assert f"Materialized ({scored_days})" in partitions and "Failed (0)" in partitions

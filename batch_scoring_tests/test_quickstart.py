@@ -35,9 +35,10 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     (version,) = model_versions(spark, warehouse)
     assert f"failure_model {version}: hold-out macro F1" in out
     assert "check usable_for_scoring: passed" in out
-    assert f"Predictions: 30 machines scored with model {version}" in out
-    assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-30.csv'}" in out
-    assert (warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv").exists()
+    assert f"Predictions for 2015-04-30: 30 machines scored with model {version}" in out
+    for kind, suffix in (("CSV", "csv"), ("Page", "html")):
+        assert f"{kind}: {warehouse / 'worklists' / f'maintenance_worklist_2015-04-30.{suffix}'}" in out
+        assert (warehouse / "worklists" / f"maintenance_worklist_2015-04-30.{suffix}").exists()
     assert days_with_rows(store, "daily_predictions") == ["2015-04-30"]
     # it ends with the command that opens the UI on its runs and its folders
     *variables, dagster, command = out.rstrip().splitlines()[-1].split(maxsplit=5)
@@ -62,6 +63,11 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     assert (
         "maintenance_worklist_csv: wrote 1 CSV file(s), the last "
         + str(warehouse / "worklists" / "maintenance_worklist_2015-04-30.csv")
+        in said
+    )
+    assert (
+        "maintenance_worklist_page: wrote 1 HTML file(s), the last "
+        + str(warehouse / "worklists" / "maintenance_worklist_2015-04-30.html")
         in said
     )
     # every table of the warehouse is a Delta table
@@ -89,7 +95,7 @@ def test_score_runs_a_day_in_the_quick_start_s_instance_and_says_what_came_of_it
         assert "2014-12-31 is not a daily partition: they run from 2015-01-01 (BATCH_SCORING_FIRST_DAY)" in (
             capsys.readouterr().err
         )
-    assert "Predictions: 30 machines scored with model" in out
+    assert "Predictions for 2015-04-29: 30 machines scored with model" in out
     assert f"CSV: {warehouse / 'worklists' / 'maintenance_worklist_2015-04-29.csv'}" in out
     with dg.DagsterInstance.from_config(str(home)) as instance:
         (newest, *_) = instance.get_runs()

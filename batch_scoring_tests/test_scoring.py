@@ -2,13 +2,14 @@
 
 import csv
 import datetime as dt
+import re
 import shutil
 
 import dagster as dg
 import pytest
 from pyspark.sql import functions as F
 
-from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist
+from batch_scoring.defs.assets.scoring import daily_predictions, maintenance_worklist, maintenance_worklist_page
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.defs.resources import InputFiles
@@ -16,7 +17,15 @@ from batch_scoring.defs.schedules import daily_scoring_schedule
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA, share_drifts
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring_tests.conftest import copy_warehouse, days_with_rows, materialize, model_versions
+from batch_scoring_tests.conftest import (
+    ARTIFACTS,
+    copy_warehouse,
+    days_with_rows,
+    materialize,
+    model_versions,
+    open_in_chromium,
+    text_of,
+)
 
 SCORING = [daily_predictions, maintenance_worklist]
 
@@ -32,19 +41,22 @@ CREW_CSV_COLUMNS = [
 
 
 DAY = "2015-04-20"
+WEEK = [f"2015-04-{day}" for day in range(14, 21)]  # up to DAY
 WORKLIST_FROM_0_3 = {"ops": {"maintenance_worklist": {"config": {"min_failure_probability": 0.3}}}}
 
 
 @pytest.fixture(scope="module")
 def scored_day(trained_fleet, tmp_path_factory):
-    """A copy of the trained fleet's warehouse with DAY scored (the worklist from failure probability 0.3), and
-    that run's result. Read-only: tests that write copy it."""
+    """A copy of the trained fleet's warehouse with the WEEK up to DAY scored in one run (the worklist from failure
+    probability 0.3) and the crews' pages made, and that run's result. Read-only: tests that write copy it."""
     input_dir, trained_warehouse = trained_fleet
     warehouse_dir = copy_warehouse(trained_warehouse, tmp_path_factory.mktemp("scored") / "warehouse")
+    scoring_and_pages = [*SCORING, maintenance_worklist_page]
+    tags = partition_range_tags(WEEK[0], WEEK[-1])
     return (
         input_dir,
         warehouse_dir,
-        materialize(input_dir, warehouse_dir, SCORING, partition_key=DAY, run_config=WORKLIST_FROM_0_3),
+        materialize(input_dir, warehouse_dir, scoring_and_pages, tags=tags, run_config=WORKLIST_FROM_0_3),
     )
 
 
@@ -60,8 +72,8 @@ def comparable(df):
 def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, scored_day):
     _, warehouse_dir, result = scored_day
     version = model_versions(spark, warehouse_dir)[-1]
-    # the quick start scored its last day; this run added DAY and nothing else
-    assert days_with_rows(DeltaTables(spark, str(warehouse_dir)), "daily_predictions") == [DAY, "2015-04-30"]
+    # the quick start scored its last day; this run added the week up to DAY and nothing else
+    assert days_with_rows(DeltaTables(spark, str(warehouse_dir)), "daily_predictions") == [*WEEK, "2015-04-30"]
     table = predictions(spark, warehouse_dir, [DAY])
     assert table.count() == 30
     assert table.select("machine_id").distinct().count() == 30
@@ -74,9 +86,9 @@ def test_a_day_is_scored_once_per_active_machine_with_the_model_version(spark, s
         "probabilities_valid": True,
         "failure_share_stable": True,
     }
-    # nothing was scored before: the check says it had no earlier day to compare with
+    # nothing was scored before the week: the check says which earlier days it had nothing for
     not_scored = checks["failure_share_stable"].metadata["trailing_days_not_scored"].value
-    assert not_scored == [f"2015-04-{day}" for day in range(13, 20)]
+    assert not_scored == [f"2015-04-{day:02}" for day in range(7, 14)]
 
 
 def test_rerunning_a_day_replaces_its_predictions(spark, scored_day, tmp_path):
@@ -149,6 +161,55 @@ def test_the_worklist_lists_machines_above_the_threshold_most_urgent_first(spark
     ]
     top = meta[0].step_materialization_data.materialization.metadata["most_urgent"].value.records
     assert [r.data["machine_id"] for r in top] == [r.machine_id for r in listed[:10]]
+
+
+def table_rows(page: str) -> list[list[str]]:
+    """The cells' text of each row of the page's table body."""
+    body = page[page.index("<tbody>") : page.index("</tbody>")]
+    return [
+        [text_of(cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.DOTALL)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body, flags=re.DOTALL)
+    ]
+
+
+def days_in_a_row(listed_days: set[str], day: str) -> int:
+    count, current = 0, dt.date.fromisoformat(day)
+    while current.isoformat() in listed_days:
+        count, current = count + 1, current - dt.timedelta(days=1)
+    return count
+
+
+def test_the_crews_page_shows_the_day_s_worklist_with_each_machine_s_recent_days(spark, scored_day, tmp_path):
+    _, warehouse_dir, result = scored_day
+    page_file = warehouse_dir / "worklists" / f"maintenance_worklist_{DAY}.html"
+    page = open_in_chromium(page_file.as_uri(), ARTIFACTS / "crew_page.png", tmp_path, window="1400,900")
+    tables = DeltaTables(spark, str(warehouse_dir))
+    week = tables.read("maintenance_worklist", WORKLIST_SCHEMA, WEEK).collect()
+    listed = sorted((r for r in week if r.date.isoformat() == DAY), key=lambda r: r.rank)
+    scored = {
+        (r.machine_id, r.date.isoformat()): r.failure_probability
+        for r in predictions(spark, warehouse_dir, WEEK).collect()
+    }
+    rows = table_rows(page)
+    assert len(rows) == len(listed) >= 3
+    for cells, row in zip(rows, listed):
+        rank, machine, component, probability, act_before, on_list, *_ = cells
+        assert (int(rank), int(machine)) == (row.rank, row.machine_id)
+        assert component.startswith(row.likely_component) and probability == f"{row.failure_probability:.0%}"
+        assert act_before == "2015-04-28"  # the end of the 7 days from 2015-04-21 00:00 UTC
+        listed_days = {r.date.isoformat() for r in week if r.machine_id == row.machine_id}
+        assert on_list.split()[0] == str(days_in_a_row(listed_days, DAY))
+        # the trail: the machine's probability on each day of the week, as scored
+        trail = ", ".join(f"{day[5:]} {scored[(row.machine_id, day)]:.0%}" for day in WEEK)
+        assert f"Failure probability: {trail}</title>" in page
+    assert "likely to have a component fail within 7 days of 2015-04-21 00:00 UTC" in text_of(page)
+    # each day's materialization links its own page
+    pages = {
+        e.partition: e.step_materialization_data.materialization.metadata["page_file"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "maintenance_worklist_page"
+    }
+    assert pages == {day: str(warehouse_dir / "worklists" / f"maintenance_worklist_{day}.html") for day in WEEK}
 
 
 def test_an_empty_worklist_still_writes_a_csv_with_its_header(spark, scored_day, tmp_path):

@@ -5,8 +5,8 @@ import dagster as dg
 
 from batch_scoring import settings
 from batch_scoring.defs.assets import SPARK_ASSETS
-from batch_scoring.defs.assets.scoring import WORKLIST_FILES_KEY
-from batch_scoring.defs.io_managers import WarehouseIOManager, WorklistFiles
+from batch_scoring.defs.assets.scoring import CREW_PAGES_KEY, WORKLIST_FILES_KEY
+from batch_scoring.defs.io_managers import CrewPages, WarehouseIOManager, WorklistFiles
 from batch_scoring.defs.jobs import JOBS
 from batch_scoring.defs.resources import InputFiles, SparkResource, Warehouse, env_var_or_default
 from batch_scoring.defs.schedules import daily_scoring_schedule
@@ -24,6 +24,7 @@ def pipeline_resources(
         "warehouse": warehouse,
         "io_manager": WarehouseIOManager(warehouse=warehouse),
         WORKLIST_FILES_KEY: WorklistFiles(warehouse=warehouse),
+        CREW_PAGES_KEY: CrewPages(warehouse=warehouse),
     }
 
 

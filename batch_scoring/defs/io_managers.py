@@ -19,7 +19,14 @@ from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, ROW_COUNT_KEY, day_span, gaps_message
 from batch_scoring.lib.tables import UNDATED
 from batch_scoring.storage.models import ModelStore
-from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files, worklist_file
+from batch_scoring.storage.outputs import (
+    commit_note,
+    store_crew_pages,
+    store_model,
+    store_table,
+    store_worklist_files,
+    worklist_file,
+)
 
 
 def table_name(key: dg.AssetKey) -> str:
@@ -103,6 +110,17 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         return rows
 
 
+def record_files_written(context: dg.OutputContext, files: dict[str, str], file_key: str, kind: str) -> None:
+    """Log the files a run wrote, and give each day's materialization its own file (`file_key`), not the run's last."""
+    context.log.info(
+        f"{table_name(context.asset_key)}: wrote {len(files)} {kind} file(s), the last {files[max(files)]}"
+    )
+    for day, path in files.items():
+        context.step_context.add_asset_metadata(
+            {file_key: dg.MetadataValue.path(path)}, asset_key=context.asset_key, partition_key=day
+        )
+
+
 class WorklistFiles(dg.ConfigurableIOManager):
     """Each day of the worklist as a CSV file a person can open (`storage.outputs.worklist_file`), written
     even when the day has no rows, on whatever storage the warehouse is."""
@@ -110,13 +128,8 @@ class WorklistFiles(dg.ConfigurableIOManager):
     warehouse: Warehouse
 
     def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
-        tables = self.warehouse.tables()
-        stored = store_worklist_files(tables, obj, context.asset_partition_keys)
-        files = stored["csv_files"]
-        context.log.info(
-            f"{table_name(context.asset_key)}: wrote {len(files)} CSV file(s), the last {stored['csv_file'].path}"
-        )
-        context.add_output_metadata(dagster_metadata(stored))
+        files = store_worklist_files(self.warehouse.tables(), obj, context.asset_partition_keys)
+        record_files_written(context, files, "csv_file", "CSV")
 
     def load_input(self, context: dg.InputContext) -> DataFrame:
         """The days' files, each with its day as `date` (the files leave it to their names)."""
@@ -130,3 +143,21 @@ class WorklistFiles(dg.ConfigurableIOManager):
             for day in context.asset_partition_keys
         ]
         return functools.reduce(DataFrame.unionByName, days)
+
+
+class CrewPages(dg.ConfigurableIOManager):
+    """Each day's page for the crews as one self-contained HTML file beside the day's CSV file, on whatever storage
+    the warehouse is; read back as the pages' text by day."""
+
+    warehouse: Warehouse
+
+    def handle_output(self, context: dg.OutputContext, obj: DataFrame) -> None:
+        files = store_crew_pages(self.warehouse.tables(), obj, context.asset_partition_keys)
+        record_files_written(context, files, "page_file", "HTML")
+
+    def load_input(self, context: dg.InputContext) -> dict[str, str]:
+        tables = self.warehouse.tables()
+        return {
+            day: tables.spark.read.text(worklist_file(tables, day, "html"), wholetext=True).first()[0]
+            for day in context.asset_partition_keys
+        }

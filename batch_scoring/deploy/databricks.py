@@ -126,10 +126,23 @@ class DatabricksRuns(dg.ConfigurableResource):
         )
 
 
+def _inside_one_run(spec: dg.AssetSpec, keys: set[dg.AssetKey]) -> dg.AssetSpec:
+    """A spec whose dependencies on the other assets of the run are plain: a multi-asset takes one partition mapping
+    per upstream key, and those lookbacks are steps inside the one Databricks run (the task reads them). A
+    self-dependency keeps its mapping: it is what orders days across runs."""
+    deps = [
+        dep if dep.asset_key == spec.key or dep.asset_key not in keys else dg.AssetDep(dep.asset_key)
+        for dep in spec.deps
+    ]
+    return spec.replace_attributes(deps=deps)
+
+
 def on_databricks(assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinition:
     """The same assets (keys, groups, lineage, partitions, checks) as one subsettable multi-asset that
     DatabricksRuns runs: one Databricks job run per Dagster run. Run config goes under the multi-asset,
     by the asset's step name: `ops: {databricks_run: {config: {maintenance_worklist: {...}}}}`."""
+    specs = [spec for asset in assets for spec in asset.specs]
+    keys = {spec.key for spec in specs}
     config_schema = {
         asset.op.name: dg.Field(asset.op.config_field.config_type, default_value={})
         for asset in assets
@@ -138,7 +151,7 @@ def on_databricks(assets: list[dg.AssetsDefinition]) -> dg.AssetsDefinition:
 
     @dg.multi_asset(
         name=NODE_NAME,
-        specs=[spec for asset in assets for spec in asset.specs],
+        specs=[_inside_one_run(spec, keys) for spec in specs],
         check_specs=[check for asset in assets for check in asset.check_specs],
         can_subset=True,
         backfill_policy=SPARK_BACKFILL_POLICY,

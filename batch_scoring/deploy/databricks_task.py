@@ -38,6 +38,7 @@ from batch_scoring import settings
 from batch_scoring.deploy import STOPPED_MESSAGE
 from batch_scoring.lib import steps
 from batch_scoring.lib.columns import column_description
+from batch_scoring.lib.crew_page import BASELINE_DAYS, HISTORY_DAYS
 from batch_scoring.lib.features import (
     ERROR_LOOKBACK_DAYS,
     FEATURES_SCHEMA,
@@ -46,12 +47,12 @@ from batch_scoring.lib.features import (
 )
 from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.progress import progress_logged_to
-from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
 from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY, SourceTable
 from batch_scoring.storage.delta import DeltaTables, unreadable_file_message
 from batch_scoring.storage.models import ModelStore
-from batch_scoring.storage.outputs import commit_note, store_model, store_table, store_worklist_files
+from batch_scoring.storage.outputs import commit_note, store_crew_pages, store_model, store_table, store_worklist_files
 
 # ---- Pipes on a Databricks driver
 
@@ -174,14 +175,16 @@ def _ingest_step(table: SourceTable) -> Callable[[RunScope, StepInputs], StepOut
     return ingest
 
 
-def _features_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
-    def reaching_back(lookback_days: int) -> list[date]:
-        return _days_before(scope.days[0], lookback_days - 1) + scope.days
+def _reaching_back(scope: RunScope, lookback_days: int) -> list[date]:
+    """The run's days and the days a lookback of `lookback_days` (the day included) reaches before them."""
+    return _days_before(scope.days[0], lookback_days - 1) + scope.days
 
+
+def _features_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
     return steps.features(
-        inputs.lookback("features", TELEMETRY.asset, TELEMETRY.schema, reaching_back(TELEMETRY_LOOKBACK_DAYS)),
-        inputs.table(ERRORS.asset, ERRORS.schema, reaching_back(ERROR_LOOKBACK_DAYS)),
-        inputs.table(MAINTENANCE.asset, MAINTENANCE.schema, reaching_back(REPLACEMENT_LOOKBACK_DAYS)),
+        inputs.lookback("features", TELEMETRY.asset, TELEMETRY.schema, _reaching_back(scope, TELEMETRY_LOOKBACK_DAYS)),
+        inputs.table(ERRORS.asset, ERRORS.schema, _reaching_back(scope, ERROR_LOOKBACK_DAYS)),
+        inputs.table(MAINTENANCE.asset, MAINTENANCE.schema, _reaching_back(scope, REPLACEMENT_LOOKBACK_DAYS)),
         inputs.table(MACHINES.asset, MACHINES.schema),
         scope.days,
     )
@@ -205,6 +208,15 @@ def _maintenance_worklist_step(scope: RunScope, inputs: StepInputs) -> StepOutco
     return steps.maintenance_worklist(predictions, scope.days, threshold)
 
 
+def _maintenance_worklist_page_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    return steps.crew_pages(
+        inputs.table("maintenance_worklist", WORKLIST_SCHEMA, _reaching_back(scope, HISTORY_DAYS)),
+        inputs.table("daily_predictions", PREDICTIONS_SCHEMA, _reaching_back(scope, HISTORY_DAYS)),
+        inputs.table("features", FEATURES_SCHEMA, _reaching_back(scope, BASELINE_DAYS + 1)),
+        scope.days,
+    )
+
+
 # each step with the assets it makes, upstream first (the graph's order)
 STEPS: list[tuple[tuple[str, ...], Callable[[RunScope, StepInputs], StepOutcome]]] = [
     *(
@@ -215,7 +227,12 @@ STEPS: list[tuple[tuple[str, ...], Callable[[RunScope, StepInputs], StepOutcome]
     (("failure_model",), _failure_model_step),
     (("daily_predictions",), _daily_predictions_step),
     (("maintenance_worklist", "maintenance_worklist_csv"), _maintenance_worklist_step),
+    (("maintenance_worklist_page",), _maintenance_worklist_page_step),
 ]
+
+
+# the crews' files: how each kind is written, and the metadata name of a day's file
+FILE_STORES = {"csv": (store_worklist_files, "csv_file"), "html": (store_crew_pages, "page_file")}
 
 
 def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | str]) -> dict[str, object]:
@@ -223,8 +240,11 @@ def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | st
     note = commit_note(scope.run_id, produced.asset)
     if produced.stored_as == "model":
         return store_model(scope.tables, produced.asset, produced.value, note, versions_read)
-    if produced.stored_as == "csv":
-        return store_worklist_files(scope.tables, produced.value, produced.partitions)
+    if produced.stored_as in FILE_STORES:
+        write, key = FILE_STORES[produced.stored_as]
+        files = write(scope.tables, produced.value, produced.partitions)
+        # one materialization reports the run's days: the last day's file, and each day's when there are several
+        return {key: Location(files[max(files)]), **({f"{key}s": files} if len(files) > 1 else {})}
     return store_table(
         scope.tables, produced.asset, produced.value, produced.schema, produced.partitions, note, versions_read
     )

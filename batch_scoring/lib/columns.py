@@ -12,6 +12,8 @@ SENSOR_UNITS = {
     "pressure": "pressure (the data set's unit, about 100)",
     "vibration": "vibration (the data set's unit, about 40)",
 }
+# a reading's unit as written after it ("231.4 V"); the data set's own scales have none
+SENSOR_SYMBOLS = {"volt": " V", "rotate": " rpm", "pressure": "", "vibration": ""}
 STATISTICS = {"mean": "mean", "std": "standard deviation", "min": "lowest", "max": "highest"}
 
 COLUMN_DESCRIPTIONS = {

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from batch_scoring.lib.crew_page import page_rows
 from batch_scoring.lib.features import CLASSES, FEATURES_SCHEMA, build_features
 from batch_scoring.lib.ingest import (
     check_files,
@@ -89,7 +90,7 @@ class Produced:
     metadata: dict[str, object] = field(default_factory=dict)
     schema: T.StructType | None = None
     partitions: list[str] | None = None
-    stored_as: str = "delta"  # "delta", "model" or "csv"
+    stored_as: str = "delta"  # "delta", "model", "csv" or "html" (the crews' files)
     data_version: str | None = None  # what the table was made from, when a digest of it says (Dagster's data version)
     # figures of each day (partition) it holds, by day: numbers the UI charts across partitions
     per_day: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -572,5 +573,25 @@ def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_p
                 partitions=day_keys(days),
                 stored_as="csv",
             ),
+        ]
+    )
+
+
+def crew_pages(worklist: DataFrame, predictions: DataFrame, features: DataFrame, days: list[date]) -> StepOutcome:
+    """The crews' page of each of `days`: the listed machines with their history (`lib.crew_page`)."""
+    rows = page_rows(worklist, predictions, features, days).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = rows_by_day(rows, day_keys(days))
+    LOG.info(
+        "maintenance_worklist_page: %s machine-days on the pages of %s", f"{sum(counts.values()):,}", day_span(days)
+    )
+    return StepOutcome(
+        [
+            Produced(
+                "maintenance_worklist_page",
+                rows,
+                partitions=day_keys(days),
+                stored_as="html",
+                per_day={day: {"machines_listed": n} for day, n in counts.items()},
+            )
         ]
     )

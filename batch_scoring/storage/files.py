@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import uuid
+from collections.abc import Callable
 from datetime import date
 from urllib.parse import urlparse
 
@@ -35,17 +36,28 @@ def write_text_file(spark: SparkSession, location: str, text: str) -> str:
     return location
 
 
-def write_daily_csv_files(df: DataFrame, days: list[str], location_of_day, order_by: str) -> dict[str, str]:
-    """Each day's rows of `df` as one CSV file without the `date` column (the file is the day's; header included,
-    written even when the day has no rows), at `location_of_day(day)`; a day's rows are few (bounded by the
-    fleet). Returns the files by day."""
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """Rows as CSV with a header line."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def write_daily_files(
+    df: DataFrame,
+    days: list[str],
+    location_of_day: Callable[[str], str],
+    render: Callable[[str, list[str], list[dict]], str],
+    order_by: str,
+) -> dict[str, str]:
+    """Each day's rows of `df` (without the `date` column: the file is the day's) rendered as one file by
+    `render(day, columns, rows)`, written even when the day has no rows, at `location_of_day(day)`. A day's rows are
+    few (bounded by the fleet). Returns the files by day."""
     files = {}
     for day in days:
         of_day = df.where(F.col("date") == F.lit(date.fromisoformat(day))).drop("date")
-        rows = of_day.orderBy(order_by).collect()
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=of_day.columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(row.asDict() for row in rows)
-        files[day] = write_text_file(df.sparkSession, location_of_day(day), text.getvalue())
+        rows = [row.asDict(recursive=True) for row in of_day.orderBy(order_by).collect()]
+        files[day] = write_text_file(df.sparkSession, location_of_day(day), render(day, of_day.columns, rows))
     return files

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from batch_scoring.lib.crew_page import render_page
 from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.steps import Location, table_summary
 from batch_scoring.storage.delta import DeltaTables
-from batch_scoring.storage.files import write_daily_csv_files
+from batch_scoring.storage.files import csv_text, write_daily_files
 from batch_scoring.storage.models import ModelStore
 
 
@@ -53,12 +55,25 @@ def store_model(
     return {"path": Location(path), **versions_read_metadata(versions_read)}
 
 
-def worklist_file(tables: DeltaTables, day: str) -> str:
-    """A day's worklist for the crews: `<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv`."""
-    return f"{tables.root.rstrip('/')}/worklists/maintenance_worklist_{day}.csv"
+def worklist_file(tables: DeltaTables, day: str, suffix: str = "csv") -> str:
+    """A day's worklist for the crews: `<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.csv` (its page:
+    `.html`)."""
+    return f"{tables.root.rstrip('/')}/worklists/maintenance_worklist_{day}.{suffix}"
 
 
-def store_worklist_files(tables: DeltaTables, rows: DataFrame, days: list[str]) -> dict[str, object]:
-    """One CSV file per day for the crews, most urgent first."""
-    files = write_daily_csv_files(rows, days, lambda day: worklist_file(tables, day), order_by="rank")
-    return {"csv_file": Location(files[days[-1]]), "csv_files": files}
+def store_worklist_files(tables: DeltaTables, rows: DataFrame, days: list[str]) -> dict[str, str]:
+    """One CSV file per day for the crews, most urgent first; the files by day."""
+    return write_daily_files(
+        rows, days, lambda day: worklist_file(tables, day), lambda _, columns, rows: csv_text(columns, rows), "rank"
+    )
+
+
+def store_crew_pages(tables: DeltaTables, rows: DataFrame, days: list[str]) -> dict[str, str]:
+    """One HTML page per day for the crews, beside the day's CSV file; the files by day."""
+    return write_daily_files(
+        rows,
+        days,
+        lambda day: worklist_file(tables, day, "html"),
+        lambda day, _, rows: render_page(date.fromisoformat(day), rows),
+        "rank",
+    )

@@ -1,4 +1,6 @@
-"""What every asset stored as a Spark table in the warehouse declares."""
+"""What every asset stored as a Spark table in the warehouse declares, and the days a run covers."""
+
+from datetime import date
 
 import dagster as dg
 from pyspark.sql import types as T
@@ -31,3 +33,8 @@ def table_spec(key: dg.AssetKey | str, schema: T.StructType, daily: bool, **more
     partitions = {"partitions_def": DAILY_PARTITIONS} if daily else {}
     spec = dg.AssetSpec(key, kinds=TABLE_KINDS, **table_metadata_args(schema), **partitions, **more)
     return spec.with_io_manager_key("io_manager")
+
+
+def run_days(context: dg.AssetExecutionContext) -> list[date]:
+    """The days (partitions) the run materializes, in order."""
+    return [date.fromisoformat(key) for key in context.partition_keys]

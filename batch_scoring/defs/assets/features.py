@@ -1,11 +1,9 @@
 """The daily feature table: the same feature function feeds training and scoring."""
 
-from datetime import date
-
 import dagster as dg
 from pyspark.sql import DataFrame
 
-from batch_scoring.defs.assets.common import table_asset_args
+from batch_scoring.defs.assets.common import run_days, table_asset_args
 from batch_scoring.defs.metadata import step_results
 from batch_scoring.defs.partitions import MissingDays, lookback
 from batch_scoring.lib import steps
@@ -43,7 +41,7 @@ def features(
     raw_maintenance: DataFrame,
     raw_machines: DataFrame,
 ):
-    days = [date.fromisoformat(key) for key in context.partition_keys]
+    days = run_days(context)
     yield from step_results(
         context, lambda: steps.features(raw_telemetry, raw_errors, raw_maintenance, raw_machines, days)
     )

@@ -1,14 +1,13 @@
 """Ingest assets: the five input tables, typed and checked, each with its quarantine of rejected rows."""
 
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from batch_scoring.defs.assets.common import table_spec
+from batch_scoring.defs.assets.common import run_days, table_spec
 from batch_scoring.defs.metadata import step_results
 from batch_scoring.defs.partitions import SPARK_BACKFILL_POLICY, calendar
 from batch_scoring.defs.resources import InputFiles, SparkResource
@@ -54,7 +53,7 @@ def ingest_table(
 ) -> Iterator[dg.Output[DataFrame] | dg.AssetCheckResult]:
     """Read one input table: its quarantined rows, its kept rows and the quarantine check. A daily table
     keeps the rows dated in the run's partitions (one run can cover a range)."""
-    days = [date.fromisoformat(key) for key in context.partition_keys] if table.daily_partitioned else None
+    days = run_days(context) if table.daily_partitioned else None
     settings = steps.IngestSettings.from_config(config.model_dump())
     yield from step_results(
         context,

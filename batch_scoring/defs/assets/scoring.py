@@ -1,21 +1,21 @@
 """Daily scoring and the crews' worklist, one partition a day."""
 
-import datetime as dt
-
 import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from batch_scoring.defs.assets.common import table_asset_args, table_spec
+from batch_scoring.defs.assets.common import run_days, table_asset_args, table_spec
 from batch_scoring.defs.metadata import column_schema, step_results
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
 from batch_scoring.lib import steps
+from batch_scoring.lib.crew_page import BASELINE_DAYS, HISTORY_DAYS
 from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.scoring import CREW_CSV_SCHEMA, PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, MAX_FAILURE_SHARE_CHANGE
 
 GROUP = "scoring"
 WORKLIST_FILES_KEY = "worklist_files"  # the IO manager writing the worklist's CSV files
+CREW_PAGES_KEY = "crew_pages"  # the IO manager writing the crews' HTML pages
 
 
 @dg.asset(
@@ -60,7 +60,7 @@ def daily_predictions(
     failure_model: TrainedModel,
     trailing_predictions: DataFrame,
 ):
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    days = run_days(context)
     yield from step_results(context, lambda: steps.predictions(features, failure_model, trailing_predictions, days))
 
 
@@ -98,7 +98,36 @@ class WorklistConfig(dg.Config):
     backfill_policy=SPARK_BACKFILL_POLICY,
 )
 def maintenance_worklist(context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame):
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+    days = run_days(context)
     yield from step_results(
         context, lambda: steps.maintenance_worklist(daily_predictions, days, config.min_failure_probability)
     )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"html"},
+    io_manager_key=CREW_PAGES_KEY,
+    partitions_def=DAILY_PARTITIONS,
+    backfill_policy=SPARK_BACKFILL_POLICY,
+    description="Each day's page for the crews, one self-contained HTML file beside the CSV: "
+    "<warehouse>/worklists/maintenance_worklist_YYYY-MM-DD.html. Per listed machine: the likely component, the "
+    "probability in percent, the date to act before, the days in a row on the list, when that component was last "
+    f"replaced, model and age, the sensor furthest from the machine's own {BASELINE_DAYS}-day baseline, and the "
+    f"failure probability of the last {HISTORY_DAYS} days as a small chart.",
+    # the days before each day, declared: the list and the probabilities for the history (days not scored leave
+    # gaps in it), the features for the sensors' baseline
+    ins={
+        "maintenance_worklist": lookback(HISTORY_DAYS, missing=MissingDays.ALLOWED),
+        "daily_predictions": lookback(HISTORY_DAYS, missing=MissingDays.ALLOWED),
+        "features": lookback(BASELINE_DAYS + 1, missing=MissingDays.ALLOWED),
+    },
+)
+def maintenance_worklist_page(
+    context: dg.AssetExecutionContext,
+    maintenance_worklist: DataFrame,
+    daily_predictions: DataFrame,
+    features: DataFrame,
+):
+    days = run_days(context)
+    yield from step_results(context, lambda: steps.crew_pages(maintenance_worklist, daily_predictions, features, days))
