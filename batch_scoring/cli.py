@@ -11,13 +11,14 @@ from pathlib import Path
 
 from batch_scoring import settings
 from batch_scoring.lib import simulator
+from batch_scoring.lib.crew_page import HISTORY_DAYS
 from batch_scoring.lib.ingest import InputFileError, locate_source_file
 from batch_scoring.lib.steps import ROW_COUNT_KEY, day_span
 from batch_scoring.lib.tables import TELEMETRY
 
 DEFAULT_MACHINES = 100
 DEFAULT_DAYS = 365
-DEFAULT_SCORE_DAYS = 14  # the crews' page shows a machine's last 14 days (lib.crew_page.HISTORY_DAYS)
+DEFAULT_SCORE_DAYS = HISTORY_DAYS  # the quick start scores the days the crews' page looks back on
 # step starts and ends, not every engine event
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -244,17 +245,15 @@ def score_days(instance, input_dir: Path, first: date, last: date) -> bool:
 
     print(f"Running daily_scoring_job for {day_span([first, last] if first < last else [last])} ...")
     request = daily_scoring_request(last.isoformat(), machines_changed(instance, InputFiles(input_dir=str(input_dir))))
-    days = (
-        {"partition_key": request.partition_key}
-        if first == last
-        else {"tags": {**request.tags, **partition_range_tags(first.isoformat(), last.isoformat())}}
-    )
+    one_day = first == last
+    tags = request.tags if one_day else {**request.tags, **partition_range_tags(first.isoformat(), last.isoformat())}
     scoring = _run_job(
         instance,
         "daily_scoring_job",
         asset_selection=request.asset_selection,
+        tags=tags,
         run_config=QUIET_LOGS,
-        **({"tags": request.tags} | days),
+        **({"partition_key": request.partition_key} if one_day else {}),
     )
     print()
     print(
