@@ -12,12 +12,13 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from batch_scoring.lib.columns import SENSOR_SYMBOLS
-from batch_scoring.lib.features import HORIZON_HOURS, MAX_DAYS_SINCE_REPLACEMENT
+from batch_scoring.lib.features import HORIZON_HOURS, MAX_DAYS_SINCE_REPLACEMENT, REPLACEMENT_FEATURES, sensor_feature
 from batch_scoring.lib.tables import COMPONENTS, SENSORS
 
 HISTORY_DAYS = 14  # the probability's trail and the days-on-the-list count reach back this far, the day included
 BASELINE_DAYS = 30  # a machine's own baseline: its daily 24 h sensor means over the days before
 MIN_BASELINE_DAYS = 7  # fewer earlier days than this make no baseline to compare with
+URGENT_PROBABILITY = 0.8  # from this failure probability the page shows the figure in red
 
 
 def _day_number(column: str = "date") -> Column:
@@ -50,7 +51,7 @@ def sensor_off_baseline(features: DataFrame) -> DataFrame:
     before = Window.partitionBy("machine_id").orderBy(_day_number()).rangeBetween(-BASELINE_DAYS, -1)
     candidates = []
     for sensor in SENSORS:
-        reading = F.col(f"{sensor}_mean_24h")
+        reading = F.col(sensor_feature(sensor, "mean", 24))
         usual, spread = F.avg(reading).over(before), F.stddev_samp(reading).over(before)
         enough = (F.count(reading).over(before) >= MIN_BASELINE_DAYS) & (spread > 0)
         deviation = F.when(enough, (reading - usual) / spread)
@@ -70,7 +71,7 @@ def sensor_off_baseline(features: DataFrame) -> DataFrame:
 def _last_replaced(component: Column) -> Column:
     """The day `component` was last replaced before the observation, from the day's features; null when not in the
     last MAX_DAYS_SINCE_REPLACEMENT days."""
-    days_since = F.coalesce(*[F.when(component == c, F.col(f"days_since_{c}_replacement")) for c in COMPONENTS])
+    days_since = F.coalesce(*[F.when(component == c, F.col(name)) for c, name in zip(COMPONENTS, REPLACEMENT_FEATURES)])
     replaced_at = F.timestamp_seconds(F.col("observed_at").cast("long") - F.round(days_since * 86400).cast("long"))
     return F.when(days_since < MAX_DAYS_SINCE_REPLACEMENT, F.to_date(replaced_at))
 
@@ -80,9 +81,7 @@ def page_rows(worklist: DataFrame, predictions: DataFrame, features: DataFrame, 
     HISTORY_DAYS - 1 days before the first day, `features` BASELINE_DAYS; days missing there shorten the history."""
     on_days = F.col("date").isin(days)
     listed = worklist.where(on_days)
-    day_features = features.select(
-        "machine_id", "date", "model", "age", *[f"days_since_{c}_replacement" for c in COMPONENTS]
-    )
+    day_features = features.select("machine_id", "date", "model", "age", *REPLACEMENT_FEATURES)
     return (
         listed.join(days_on_list(worklist).where(on_days), ["machine_id", "date"])
         .join(probability_history(predictions).where(on_days), ["machine_id", "date"], "left")
@@ -182,7 +181,7 @@ def _days_on_list_text(days: int) -> str:
 
 def _row_html(day: date, row: dict) -> str:
     replaced = row["last_replaced"].isoformat() if row["last_replaced"] else "not in the last year"
-    urgent = ' class="number urgent"' if row["failure_probability"] >= 0.8 else ' class="number"'
+    urgent = ' class="number urgent"' if row["failure_probability"] >= URGENT_PROBABILITY else ' class="number"'
     cells = [
         f'<td class="number">{row["rank"]}</td>',
         f'<td class="number">{row["machine_id"]}</td>',
