@@ -470,11 +470,16 @@ def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
     return checked.where(F.col("reason").isNull()).select(*table.column_names)
 
 
+def _partition() -> Column:
+    """A checked row's partition: its day (YYYY-MM-DD), or `undated`."""
+    return F.coalesce(F.date_format(F.col("day"), "yyyy-MM-dd"), F.lit(UNDATED))
+
+
 def quarantined_rows(checked: DataFrame) -> DataFrame:
     """Rejected rows in the quarantine layout; `date` is the row's day, or `undated`; a line that is not
     UTF-8 is kept readable (U+FFFD for its bad bytes, which its detail lists)."""
     columns = {
-        "date": F.coalesce(F.date_format(F.col("day"), "yyyy-MM-dd"), F.lit(UNDATED)),
+        "date": _partition(),
         "line": F.make_valid_utf8("line"),
     }
     return checked.where(F.col("reason").isNotNull()).select(
@@ -484,10 +489,29 @@ def quarantined_rows(checked: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class IngestCounts:
-    """What became of the rows read: kept, or quarantined by reason."""
+    """What became of the rows read, by reason (None: kept) and partition (a day, YYYY-MM-DD, or `undated`)."""
 
-    kept: int
-    quarantined_by_reason: dict[str, int]
+    rows: dict[tuple[str | None, str], int]
+
+    @property
+    def kept(self) -> int:
+        return sum(n for (reason, _), n in self.rows.items() if reason is None)
+
+    @property
+    def quarantined_by_reason(self) -> dict[str, int]:
+        by_reason: dict[str, int] = {}
+        for (reason, _), n in self.rows.items():
+            if reason is not None:
+                by_reason[reason] = by_reason.get(reason, 0) + n
+        return dict(sorted(by_reason.items()))
+
+    def by_partition(self, partitions: list[str], kept: bool) -> dict[str, int]:
+        """Kept (or quarantined) rows of each partition, 0 for one without."""
+        counts = dict.fromkeys(partitions, 0)
+        for (reason, partition), n in self.rows.items():
+            if (reason is None) == kept and partition in counts:
+                counts[partition] += n
+        return counts
 
     @property
     def quarantined(self) -> int:
@@ -503,7 +527,6 @@ class IngestCounts:
 
 
 def count_outcomes(checked: DataFrame) -> IngestCounts:
-    """Kept rows and quarantined rows by reason (one row per reason is collected)."""
-    by_reason = {row["reason"]: row["count"] for row in checked.groupBy("reason").count().collect()}
-    kept = by_reason.pop(None, 0)
-    return IngestCounts(kept, dict(sorted(by_reason.items())))
+    """Rows by reason and partition, in one pass (a row per reason and day is collected)."""
+    rows = checked.groupBy("reason", _partition().alias("partition")).count().collect()
+    return IngestCounts({(row["reason"], row["partition"]): row["count"] for row in rows})

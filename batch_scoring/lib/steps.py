@@ -181,8 +181,7 @@ def table_summary(df: DataFrame) -> dict[str, object]:
 
 
 def rows_by_day(df: DataFrame, partitions: list[str]) -> dict[str, int]:
-    """Rows of each partition (a day, or the quarantine's `undated`) in a daily table, 0 for one without (one row
-    per partition is collected)."""
+    """Rows of each day in a daily table, 0 for a day without (one row per day is collected)."""
     counts = {str(row["date"]): row["count"] for row in df.groupBy("date").count().collect()}
     return {key: counts.get(key, 0) for key in partitions}
 
@@ -278,12 +277,12 @@ def ingest(
     kept_by_day = quarantined_by_day = {}
     if days:
         partitions = day_keys(days)
-        kept_by_day = rows_by_day(kept, partitions)
+        kept_by_day = counts.by_partition(partitions, kept=True)
         if table.requires_rows:  # an event log may well have quiet days
             metadata["days_without_rows"] = days_without_rows(kept_by_day)
         reads_bulk_file = any(source.day is None for source in sources)
         quarantine_partitions = partitions + ([UNDATED] if reads_bulk_file else [])
-        quarantined_by_day = rows_by_day(quarantine, quarantine_partitions)
+        quarantined_by_day = counts.by_partition(quarantine_partitions, kept=False)
     share = counts.quarantined_share
     check = CheckOutcome(
         asset=table.asset,

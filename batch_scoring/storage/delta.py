@@ -153,12 +153,12 @@ class DeltaTables:
         holes in the data, not where the data begin or end (a daily table, at `version`)."""
         table = self.read(name, schema, None, version)
         wanted = [date.fromisoformat(day) for day in days]
-        present_rows = table.where(F.col(PARTITION_COLUMN).isin(wanted)).select(PARTITION_COLUMN).distinct()
-        present = {row[0] for row in present_rows.collect()}  # at most len(days)
-        missing = [day for day in wanted if day not in present]
+        day = F.col(PARTITION_COLUMN)
+        # one pass: the table's first day, and which of `days` hold rows (at most len(days) values)
+        first, present = table.agg(F.min(day), F.collect_set(F.when(day.isin(wanted), day))).first()
+        missing = [day for day in wanted if day not in set(present)]
         if not missing or not present:
             return []
-        first = table.agg(F.min(PARTITION_COLUMN)).first()[0]
         return [day.isoformat() for day in missing if first < day < max(present)]
 
     def write(
