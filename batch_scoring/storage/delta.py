@@ -153,10 +153,13 @@ class DeltaTables:
         holes in the data, not where the data begin or end (a daily table, at `version`)."""
         table = self.read(name, schema, None, version)
         wanted = [date.fromisoformat(day) for day in days]
-        day = F.col(PARTITION_COLUMN)
+        partition = F.col(PARTITION_COLUMN)
         # one pass: the table's first day, and which of `days` hold rows (at most len(days) values)
-        first, present = table.agg(F.min(day), F.collect_set(F.when(day.isin(wanted), day))).first()
-        missing = [day for day in wanted if day not in set(present)]
+        first, present_days = table.agg(
+            F.min(partition), F.collect_set(F.when(partition.isin(wanted), partition))
+        ).first()
+        present = set(present_days)
+        missing = [day for day in wanted if day not in present]
         if not missing or not present:
             return []
         return [day.isoformat() for day in missing if first < day < max(present)]
