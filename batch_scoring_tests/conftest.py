@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 
 from batch_scoring import settings
 from batch_scoring.cli import main
@@ -57,6 +58,14 @@ SHORT_RUN_SPARK_CONFIG = {
 }
 SMALL_FLEET = dict(machines=6, start=date(2015, 1, 1), days=12, seed=7)
 SMALL_FLEET_DAYS = ("2015-01-01", "2015-01-12")
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _sqlite_without_fsync(connection, _record) -> None:
+    """The Dagster instances this process writes (SQLite) skip fsync: a test's runs need not outlive a power cut, and
+    a 120-day run's thousands of events otherwise wait on the disk (4.3 s against 2.1 s for 240 events)."""
+    if type(connection).__module__ == "sqlite3":
+        connection.execute("PRAGMA synchronous=OFF")
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,11 @@ def frame(spark, rows, schema=SCHEMA):
     return spark.createDataFrame(rows, schema)
 
 
+def days(first: int, last: int) -> list[str]:
+    """The days first..last of January 2015, as partition keys."""
+    return [date(2015, 1, day).isoformat() for day in range(first, last + 1)]
+
+
 def table_rows(store, partitions=None, version=None):
     return sorted((r.value, r.date.isoformat()) for r in store.read("t", SCHEMA, partitions, version).collect())
 
@@ -50,10 +55,10 @@ def test_writing_days_replaces_exactly_those_days_in_one_commit(spark, tmp_path)
 
 def test_a_listed_day_without_rows_ends_empty(spark, tmp_path):
     store = DeltaTables(spark, str(tmp_path))
-    store.write("t", frame(spark, [(1, date(2015, 1, 1)), (2, date(2015, 1, 2))]), SCHEMA, DAYS)
-    store.write("t", frame(spark, [(5, date(2015, 1, 1))]), SCHEMA, DAYS)
-    assert table_rows(store) == [(5, "2015-01-01")]
-    assert days_with_rows(store, "t") == ["2015-01-01"]
+    store.write("t", frame(spark, [(day, date(2015, 1, day)) for day in range(1, 5)]), SCHEMA, days(1, 4))
+    store.write("t", frame(spark, [(5, date(2015, 1, 2))]), SCHEMA, days(2, 3))  # a range of days replaced
+    assert table_rows(store) == [(1, "2015-01-01"), (4, "2015-01-04"), (5, "2015-01-02")]
+    assert days_with_rows(store, "t") == ["2015-01-01", "2015-01-02", "2015-01-04"]
 
 
 def test_rows_outside_the_days_written_fail_the_write_and_change_nothing(spark, tmp_path):
@@ -88,8 +93,11 @@ def test_a_null_in_a_non_null_column_fails_the_write_and_changes_nothing(spark, 
 
 def test_reading_days_gives_their_rows_and_missing_days_give_none(spark, tmp_path):
     store = DeltaTables(spark, str(tmp_path))
-    store.write("t", frame(spark, [(1, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])
-    assert table_rows(store, ["2015-01-01", "2015-01-05"]) == [(1, "2015-01-01")]
+    store.write("t", frame(spark, [(day, date(2015, 1, day)) for day in (1, 2, 3, 5)]), SCHEMA, days(1, 5))
+    assert table_rows(store, ["2015-01-01", "2015-01-05"]) == [(1, "2015-01-01"), (5, "2015-01-05")]
+    # consecutive days are read as one range of days, other lists as the days listed
+    assert table_rows(store, days(2, 4)) == [(2, "2015-01-02"), (3, "2015-01-03")]
+    assert table_rows(store, ["2015-01-03", "2015-01-02", "2015-01-09"]) == [(2, "2015-01-02"), (3, "2015-01-03")]
     empty = store.read("t", SCHEMA, ["2016-01-01"])
     assert empty.count() == 0 and empty.schema.fieldNames() == SCHEMA.fieldNames()
     with pytest.raises(TableNotFound, match=f"table never has not been written: no Delta table at {tmp_path}/never"):
@@ -112,6 +120,11 @@ def test_a_read_pinned_to_a_version_keeps_its_rows_when_another_run_replaces_the
     store.write("t", frame(spark, [(2, date(2015, 1, 1))]), SCHEMA, ["2015-01-01"])  # what a concurrent run does
     assert [r.value for r in pinned.collect()] == [1]
     assert [r.value for r in newest.collect()] == [2]  # why inputs are read at a version: Delta re-resolves
+    # the newest version is the log's, also after a commit by another writer
+    before = store.version("t")
+    DeltaTable.forPath(spark, store.location("t")).delete("value = 2")
+    (newest_commit,) = DeltaTable.forPath(spark, store.location("t")).history(1).collect()
+    assert store.version("t") == newest_commit.version == before + 1
 
 
 def test_a_local_write_waits_for_another_process_holding_the_tables_lock(spark, tmp_path):
