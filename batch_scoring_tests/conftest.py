@@ -280,8 +280,8 @@ def chromium() -> str:
 
 
 def open_in_chromium(url: str, screenshot: Path, tmp_path: Path, window: str = "2400,1600") -> str:
-    """Load `url` headless, give the UI time to fetch and render, save a screenshot; return the page's DOM as the
-    browser built it."""
+    """Load `url` headless, give the UI time to fetch and render, save a screenshot and return the page's DOM as the
+    browser built it (one load does both)."""
     common = [
         chromium(),
         "--headless",
@@ -296,11 +296,14 @@ def open_in_chromium(url: str, screenshot: Path, tmp_path: Path, window: str = "
         "--virtual-time-budget=20000",
     ]
     screenshot.parent.mkdir(parents=True, exist_ok=True)
-    for mode, profile in ((f"--screenshot={screenshot}", "shot"), ("--dump-dom", "dom")):
-        page = subprocess.run(
-            [*common, f"--user-data-dir={tmp_path / profile}", mode, url], capture_output=True, text=True, timeout=180
-        )
-        assert page.returncode == 0, page.stderr[-2000:]
+    profile = tmp_path / f"chromium-{screenshot.stem}"
+    page = subprocess.run(
+        [*common, f"--user-data-dir={profile}", f"--screenshot={screenshot}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert page.returncode == 0, page.stderr[-2000:]
     assert screenshot.stat().st_size > 10_000
     return page.stdout
 

@@ -152,10 +152,13 @@ def records(rows: list[dict], columns: list[tuple[str, str]]) -> Records:
     return Records([{key: _plain(value) for key, value in row.items()} for row in rows], columns)
 
 
+def _columns(df: DataFrame) -> list[tuple[str, str]]:
+    return [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+
+
 def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> Records:
     """The first rows of a DataFrame; `limit` keeps the collected rows bounded."""
-    columns = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
-    return records([row.asDict() for row in df.limit(rows).collect()], columns)
+    return records([row.asDict() for row in df.limit(rows).collect()], _columns(df))
 
 
 def table_summary(df: DataFrame) -> dict[str, object]:
@@ -171,7 +174,8 @@ def table_summary(df: DataFrame) -> dict[str, object]:
         ROWS_WRITTEN_KEY: summary["rows"],
         COLUMN_SCHEMA_KEY: df.schema,
     }
-    metadata["preview"] = preview(df)
+    # no query for the preview of no rows (the common empty quarantine)
+    metadata["preview"] = preview(df) if summary["rows"] else records([], _columns(df))
     if "machines" in summary:
         metadata["machines"] = summary["machines"]
     if "first" in summary:
