@@ -42,15 +42,13 @@ def read_table(spark, folder, table):
 @pytest.mark.unit
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_path):
     args = ["simulate", "--machines", "4", "--days", "3", "--start", "2016-03-01"]
-    for folder, seed, extra in (("a", "5", []), ("b", "5", []), ("c", "6", []), ("gz", "5", ["--gzip"])):
+    for folder, seed, extra in (("a", "5", []), ("gz", "5", ["--gzip"]), ("c", "6", [])):
         assert main([*args, *extra, "--seed", seed, "--out", str(tmp_path / folder)]) == 0
-    same, different, missing = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", FILES, shallow=False)
-    assert sorted(same) == sorted(FILES)
-    same, different, missing = filecmp.cmpfiles(tmp_path / "a", tmp_path / "c", FILES, shallow=False)
-    assert "PdM_telemetry.csv" in different
-    # --gzip writes the same bytes, compressed
+    # the same seed again writes the same bytes (--gzip: compressed)
     for name in FILES:
         assert gzip.decompress((tmp_path / "gz" / f"{name}.gz").read_bytes()) == (tmp_path / "a" / name).read_bytes()
+    same, different, missing = filecmp.cmpfiles(tmp_path / "a", tmp_path / "c", FILES, shallow=False)
+    assert "PdM_telemetry.csv" in different
 
 
 def test_a_drop_holds_the_day_of_the_same_fleet_simulated_further(spark, tmp_path, capsys):
