@@ -49,7 +49,9 @@ TEST_SPARK = SparkResource(spark_config=TEST_SPARK_CONFIG)
 # on a fresh one-day run: 57 CPU seconds against 89 and no slower (46 s against 48 s); the JIT's C2 pays off only
 # in long-lived processes (the test process keeps it), and a cluster's executors get the same. docs/benchmarks.md
 # has the figures.
-SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# With C1 alone the JVM reserves 48 MB for compiled code (240 MB tiered), and a day's run fills it: the JIT stops,
+# then the JVM cannot even link a method ("Out of space in CodeCache for adapters") and the run dies.
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
 SHORT_RUN_SPARK_CONFIG = {
     "spark.sql.shuffle.partitions": "2",
     "spark.driver.memory": "1g",
