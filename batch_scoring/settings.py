@@ -29,6 +29,8 @@ WORKSPACE_MOUNT_ENV = "BATCH_SCORING_WORKSPACE_MOUNT"
 DATABRICKS_RUNTIME_ENV = "DATABRICKS_RUNTIME_VERSION"  # set by Databricks on every cluster
 DAGSTER_HOME_ENV = "DAGSTER_HOME"  # Dagster's own: the folder of its instance (runs, events, schedules)
 FIRST_DAY_ENV = "BATCH_SCORING_FIRST_DAY"
+# Dagster's opt-in: a run over many days records its plan as one event per asset, not one per asset and day
+PLANNED_DAYS_AS_RANGE_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 DEFAULT_INPUT_DIR = "data/input"
 DEFAULT_WAREHOUSE_DIR = "data/warehouse"

@@ -65,3 +65,9 @@ def daily_scoring_request(partition_key: str, with_machines: bool, run_key: str 
         asset_selection=sorted(keys, key=lambda key: key.to_user_string()),
         tags={"batch_scoring/machines": "changed: ingested again" if with_machines else "unchanged: not read"},
     )
+
+
+@functools.cache
+def scoring_keys() -> frozenset[dg.AssetKey]:
+    """daily_scoring_job's scoring steps alone: what days need whose raw tables and features are made already."""
+    return frozenset(dg.AssetSelection.groups("scoring").resolve(SPARK_ASSETS))

@@ -117,13 +117,17 @@ class DeltaTables:
             return self.spark.catalog.tableExists(self.table_name(name))
         return DeltaTable.isDeltaTable(self.spark, self.path(name))
 
+    def _not_found(self, name: str) -> TableNotFound:
+        return TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
+
     def version(self, name: str) -> int:
         """The table's newest committed version, from its log's snapshot (a listing of the log, about 20 ms) rather
         than its history (a query, about 300 ms: a day's run asks for a dozen versions). A Delta whose log is not
         reachable from Python (Spark Connect, another runtime's build) answers from the history."""
-        if not self.exists(name):
-            raise TableNotFound(f"table {name} has not been written: no Delta table at {self.location(name)}")
-        table = self._delta_table(name)
+        try:
+            table = self._delta_table(name)
+        except AnalysisException as error:  # what Delta raises for a folder or name without a table
+            raise self._not_found(name) from error
         try:
             no_option = self.spark._jvm.scala.Option.empty()
             return int(table._jdt.deltaLog().update(False, no_option, no_option).version())
@@ -145,9 +149,7 @@ class DeltaTables:
             table = self._load(name, version)
         except AnalysisException as error:
             if not self.exists(name):
-                raise TableNotFound(
-                    f"table {name} has not been written: no Delta table at {self.location(name)}"
-                ) from error
+                raise self._not_found(name) from error
             raise
         differences = schema_differences(table.schema, schema)
         if differences:
@@ -173,19 +175,26 @@ class DeltaTables:
         return [day.isoformat() for day in missing if first < day < max(present)]
 
     def write(
-        self, name: str, df: DataFrame, schema: T.StructType, partitions: Sequence[str] | None = None, note: str = ""
+        self,
+        name: str,
+        df: DataFrame,
+        schema: T.StructType,
+        partitions: Sequence[str] | None = None,
+        note: str = "",
+        row_count: int | None = None,
     ) -> int:
         """Replace table `name` by `df`, or, given `partitions`, replace exactly those days, in one commit;
         return the version committed. A listed day without rows ends empty; a row outside the listed days,
         a column differing from `schema` or a null in a non-null column fails the write, which then
-        changes nothing. `note` is kept in the commit's userMetadata."""
+        changes nothing. `note` is kept in the commit's userMetadata; `row_count`, `df`'s rows when the caller
+        counted them already (else a query finds whether there are any)."""
         if partitions is None:
-            return self._commit(name, df, schema, "overwrite", {}, partitioned=False, note=note)
+            return self._commit(name, df, schema, "overwrite", {}, False, note, row_count)
         # one file per day rather than one per day and shuffle partition (one day: no shuffle for it)
         rows = df.coalesce(1) if len(partitions) == 1 else df.repartition(PARTITION_COLUMN)
         replaced = {"replaceWhere": self._partition_predicate(schema, partitions)}
         try:
-            return self._commit(name, rows, schema, "overwrite", replaced, partitioned=True, note=note)
+            return self._commit(name, rows, schema, "overwrite", replaced, True, note, row_count)
         except AnalysisException as error:
             if "DELTA_REPLACE_WHERE_MISMATCH" not in str(error):
                 raise
@@ -196,10 +205,18 @@ class DeltaTables:
 
     def append(self, name: str, df: DataFrame, schema: T.StructType, note: str = "") -> int:
         """Add `df`'s rows to table `name` in one commit; return the version committed."""
-        return self._commit(name, df, schema, "append", {}, partitioned=False, note=note)
+        return self._commit(name, df, schema, "append", {}, False, note)
 
     def _commit(
-        self, name: str, df: DataFrame, schema: T.StructType, mode: str, options: dict, partitioned: bool, note: str
+        self,
+        name: str,
+        df: DataFrame,
+        schema: T.StructType,
+        mode: str,
+        options: dict,
+        partitioned: bool,
+        note: str,
+        row_count: int | None = None,
     ) -> int:
         differences = schema_differences(df.schema, schema)
         if differences:
@@ -209,7 +226,8 @@ class DeltaTables:
             created = not self.exists(name)
             if created:
                 self._create(name, schema, partitioned)
-            if df.isEmpty() and (created or mode == "append" or self._holds_no_rows(name, options.get("replaceWhere"))):
+            empty = df.isEmpty() if row_count is None else row_count == 0
+            if empty and (created or mode == "append" or self._holds_no_rows(name, options.get("replaceWhere"))):
                 return self.version(name)  # no rows over no rows: nothing to commit (the common empty quarantine)
             # Delta records the version of the session's last commit
             self.spark.conf.unset(_LAST_COMMIT_SETTING)

@@ -11,7 +11,7 @@ from pyspark.sql import types as T
 
 from batch_scoring.lib.crew_page import render_page
 from batch_scoring.lib.model import TrainedModel
-from batch_scoring.lib.steps import Location, table_summary
+from batch_scoring.lib.steps import ROW_COUNT_KEY, Location, table_summary
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.files import csv_text, write_daily_files
 from batch_scoring.storage.models import ModelStore
@@ -36,15 +36,12 @@ def store_table(
     versions_read: dict[str, int | str],
 ) -> dict[str, object]:
     """Write `rows` as table `name` (or its `partitions`) in one commit. The metadata comes from the rows
-    written (steps persist what they return) rather than from reading the table back."""
-    version = tables.write(name, rows, schema, partitions, note)
+    written (steps persist what they return) rather than from reading the table back; its row count also tells
+    the write whether there are rows."""
+    summary = table_summary(rows)
+    version = tables.write(name, rows, schema, partitions, note, row_count=summary[ROW_COUNT_KEY])
     where = {"table": tables.table_name(name)} if tables.catalog_schema else {"path": Location(tables.path(name))}
-    return {
-        **where,
-        "delta_version": version,
-        **versions_read_metadata(versions_read),
-        **table_summary(rows),
-    }
+    return {**where, "delta_version": version, **versions_read_metadata(versions_read), **summary}
 
 
 def store_model(
