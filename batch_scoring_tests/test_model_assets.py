@@ -15,7 +15,7 @@ from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.defs.assets.raw import raw_errors, raw_machines, raw_maintenance, raw_telemetry
 from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.features import FEATURES_SCHEMA
-from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.model import PROBABILITY_COLUMNS, TrainedModel, calibration_bands, precision_recall_auc
 from batch_scoring.lib.steps import MODEL_CHECK
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import ModelNotUsable
@@ -126,6 +126,12 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert [r.data["class"] for r in meta["holdout_metrics"].records] == ["none", "comp1", "comp2", "comp3", "comp4"]
     assert sum(sum(v for k, v in r.data.items() if k != "true_class") for r in meta["confusion_matrix"].records) == 720
     assert len(meta["feature_importances"].records) == 15
+    # the ranking behind the classes, against ranking at random, and how well the probabilities are calibrated
+    metrics = {r.data["class"]: r.data for r in meta["holdout_metrics"].records}
+    assert all(metrics[c]["pr_auc"] > metrics[c]["class_share"] for c in ("comp1", "comp2", "comp3", "comp4"))
+    assert metrics["none"]["pr_auc"] is None and 0.0 < meta["macro_pr_auc"] <= 1.0
+    calibration = [r.data for r in meta["calibration"].records]
+    assert sum(band["rows"] for band in calibration) == 720
     (check,) = checks
     assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
@@ -152,6 +158,50 @@ def test_a_model_failing_its_check_blocks_and_is_never_used_but_older_versions_s
     checks = [m["check"]["passed"] for m in model_manifests(spark, warehouse) if m["version"] in (good, bad)]
     assert checks == [True, False]
     assert PipelineModel.load(store.pipeline_location(good)).stages  # an older version stays loadable
+
+
+def hold_out_predictions(spark, rows: list[tuple[str, dict[str, float]]]):
+    """Hold-out rows as the model's evaluation sees them: the true label and one probability per class (the rest of
+    each row's probability on none)."""
+    values = []
+    for label, failing in rows:
+        components = [failing.get(c, 0.0) for c in ("comp1", "comp2", "comp3", "comp4")]
+        values.append((label, 1.0 - sum(components), *components))
+    return spark.createDataFrame(values, ", ".join(["label string", *(f"{c} double" for c in PROBABILITY_COLUMNS)]))
+
+
+@pytest.mark.unit
+def test_precision_recall_auc_and_calibration_bands_by_hand(spark):
+    predictions = hold_out_predictions(
+        spark,
+        [
+            ("comp1", {"comp1": 0.6, "comp2": 0.35}),
+            ("none", {"comp1": 0.2, "comp2": 0.05}),
+            ("comp2", {"comp2": 0.75}),
+            ("none", {"comp2": 0.15}),
+            ("comp2", {"comp2": 0.85}),
+            ("none", {"comp2": 1.0}),
+        ],
+    )
+    auc = precision_recall_auc(predictions, {"none": 3, "comp1": 1, "comp2": 2})
+    # comp1: its one row ranks first, above every other row
+    assert auc["comp1"] == pytest.approx(1.0)
+    # comp2 by score: 1.0 none, 0.85 comp2, 0.75 comp2, 0.35 comp1, 0.15 none, 0.05 none; (recall, precision)
+    # from (0, 0) to (0.5, 0.5) to (1, 2/3), then recall stays 1: trapezoids 0.5 * 0.5/2 + 0.5 * (0.5 + 2/3)/2
+    assert auc["comp2"] == pytest.approx(0.125 + 0.5 * (0.5 + 2 / 3) / 2)
+    assert auc["comp3"] is None and auc["comp4"] is None  # no rows to rank
+
+    bands = calibration_bands(predictions)
+    # failure probabilities 0.95, 0.25, 0.75, 0.15, 0.85 and 1.0 (in the top band, not a band of its own)
+    assert [(b["failure_probability"], b["rows"]) for b in bands] == [
+        ("0.1 .. 0.2", 1),
+        ("0.2 .. 0.3", 1),
+        ("0.7 .. 0.8", 1),
+        ("0.8 .. 0.9", 1),
+        ("0.9 .. 1.0", 2),
+    ]
+    assert [b["observed_failure_share"] for b in bands] == [0.0, 0.0, 1.0, 1.0, 0.5]
+    assert [b["mean_predicted"] for b in bands] == pytest.approx([0.15, 0.25, 0.75, 0.85, 0.975])
 
 
 @pytest.mark.unit

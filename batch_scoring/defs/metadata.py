@@ -59,6 +59,8 @@ def metadata_value(value: object) -> dg.MetadataValue:
     """A step's plain metadata value as Dagster's: numbers chart in the Plots tab, tables and schemas render."""
     if isinstance(value, dg.MetadataValue):
         return value
+    if value is None:  # a figure that cannot be given (no rows to give it)
+        return dg.MetadataValue.null()
     if isinstance(value, Records):
         return dg.MetadataValue.table(
             records=[dg.TableRecord(row) for row in value.rows],

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pyspark import StorageLevel
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import RandomForestClassificationModel, RandomForestClassifier
+from pyspark.ml.evaluation import BinaryClassificationEvaluator
 from pyspark.ml.feature import StringIndexer, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
@@ -31,6 +32,7 @@ from batch_scoring.lib.features import (
 FAILURE_CLASSES = CLASSES[1:]
 PROBABILITY_COLUMNS = [f"probability_{c}" for c in CLASSES]
 INDEXED = {name: f"{name}_index" for name in CATEGORICAL_FEATURES}
+CALIBRATION_BANDS = 10  # of predicted failure probability, 0.1 wide
 MODEL_INPUTS = [*NUMERIC_FEATURES, *INDEXED.values()]
 
 
@@ -151,6 +153,51 @@ def classification_report(confusion: dict[tuple[str, str], int]) -> dict[str, ob
     }
 
 
+def precision_recall_auc(predictions: DataFrame, supports: dict[str, int]) -> dict[str, float | None]:
+    """Each failure class's area under its precision-recall curve, the class against the rest: how well its
+    probability ranks the rows whatever the threshold (ranking at random scores the class's share of rows).
+    None for a class without rows in `predictions` (`supports`: rows per true class)."""
+    evaluator = BinaryClassificationEvaluator(metricName="areaUnderPR", labelCol="is_class", rawPredictionCol="score")
+    return {
+        name: evaluator.evaluate(
+            predictions.select(
+                (F.col("label") == name).cast("double").alias("is_class"),
+                F.col(f"probability_{name}").alias("score"),
+            )
+        )
+        if supports.get(name)
+        else None
+        for name in FAILURE_CLASSES
+    }
+
+
+def calibration_bands(predictions: DataFrame, bands: int = CALIBRATION_BANDS) -> list[dict]:
+    """Rows by band of predicted failure probability (1 - probability of none), with the band's mean prediction and
+    the share of its rows that did fail within 7 days: where a calibrated model's two agree. Bands without rows are
+    left out (at most `bands` rows are collected)."""
+    failing = 1 - F.col("probability_none")
+    band = F.least(F.floor(failing * bands), F.lit(bands - 1)).cast("int")
+    grouped = (
+        predictions.groupBy(band.alias("band"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.avg(failing).alias("mean_predicted"),
+            F.avg((F.col("label") != CLASSES[0]).cast("double")).alias("observed"),
+        )
+        .orderBy("band")
+        .collect()
+    )
+    return [
+        {
+            "failure_probability": f"{row['band'] / bands:.1f} .. {(row['band'] + 1) / bands:.1f}",
+            "rows": row["rows"],
+            "mean_predicted": row["mean_predicted"],
+            "observed_failure_share": row["observed"],
+        }
+        for row in grouped
+    ]
+
+
 def majority_class(labelled: DataFrame) -> str:
     return labelled.groupBy("label").count().orderBy(F.desc("count"), "label").first()["label"]
 
@@ -190,6 +237,8 @@ class Evaluation:
     confusion: dict[tuple[str, str], int]
     report: dict[str, object]
     baseline_report: dict[str, object]
+    pr_auc: dict[str, float | None]  # per failure class
+    calibration: list[dict]
 
     @property
     def holdout_rows(self) -> int:
@@ -232,12 +281,16 @@ def train_and_evaluate(
     confusion = confusion_counts(holdout)
     if not confusion:
         raise TrainingError(f"The hold-out period from {split.holdout_first_day} has no labelled rows.")
+    report = classification_report(confusion)
+    supports = {name: figures["support"] for name, figures in report["per_class"].items()}
     return Evaluation(
         pipeline=pipeline,
         trained_on=(split.train.agg(F.min("date")).first()[0], split.train_last_day),
         held_out=(split.holdout_first_day, last_labelled),
         train_label_counts=train_labels,
         confusion=confusion,
-        report=classification_report(confusion),
+        report=report,
         baseline_report=classification_report(confusion_counts(holdout, "baseline")),
+        pr_auc=precision_recall_auc(holdout, supports),
+        calibration=calibration_bands(holdout),
     )

@@ -379,15 +379,29 @@ class TrainingSettings:
         )
 
 
-def _metrics_rows(report: dict, baseline: dict) -> list[dict]:
+def _metrics_rows(evaluation: Evaluation) -> list[dict]:
+    report, baseline = evaluation.report, evaluation.baseline_report
     return [
         {
             "class": name,
             **{key: round(value, 4) for key, value in report["per_class"][name].items()},
             "baseline_f1": round(baseline["per_class"][name]["f1"], 4),
+            "pr_auc": _rounded(evaluation.pr_auc.get(name)),
+            # what ranking the rows at random gives as precision-recall AUC
+            "class_share": round(report["per_class"][name]["support"] / evaluation.holdout_rows, 4),
         }
         for name in CLASSES
     ]
+
+
+def _rounded(value: float | None, places: int = 4) -> float | None:
+    return None if value is None else round(value, places)
+
+
+def _macro_pr_auc(pr_auc: dict[str, float | None]) -> float | None:
+    """The mean precision-recall AUC of the failure classes with rows in the hold-out."""
+    known = [value for value in pr_auc.values() if value is not None]
+    return round(sum(known) / len(known), 4) if known else None
 
 
 def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
@@ -404,10 +418,16 @@ def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
         "macro_f1": round(report["macro_f1"], 4),
         "baseline_macro_f1": round(baseline["macro_f1"], 4),
         "accuracy": round(report["accuracy"], 4),
+        "macro_pr_auc": _macro_pr_auc(evaluation.pr_auc),
         "holdout_metrics": records(
-            _metrics_rows(report, baseline),
+            _metrics_rows(evaluation),
             [("class", "string"), *[(m, "float") for m in ("precision", "recall", "f1")], ("support", "int")]
-            + [("baseline_f1", "float")],
+            + [(m, "float") for m in ("baseline_f1", "pr_auc", "class_share")],
+        ),
+        "calibration": records(
+            evaluation.calibration,
+            [("failure_probability", "string"), ("rows", "int")]
+            + [(m, "float") for m in ("mean_predicted", "observed_failure_share")],
         ),
         "confusion_matrix": records(
             [{"true_class": t, **{f"predicted_{p}": confusion.get((t, p), 0) for p in CLASSES}} for t in CLASSES],
