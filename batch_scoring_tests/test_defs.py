@@ -99,7 +99,7 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
     own_past = predictions.get_partition_mapping_for_dep(dg.AssetKey("daily_predictions"))
     assert (own_past.start_offset, own_past.end_offset) == (-7, -1)
     telemetry = defs.resolve_assets_def("features").get_partition_mapping_for_dep(dg.AssetKey("raw_telemetry"))
-    assert (telemetry.start_offset, telemetry.end_offset) == (-2, 0)
+    assert (telemetry.start_offset, telemetry.end_offset) == (-19, 0)
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job", "daily_scoring_job"}
     assert [s.name for s in defs.schedules] == ["daily_scoring_schedule"]
     assert [s.name for s in defs.sensors] == ["new_data_sensor"]

@@ -6,8 +6,10 @@ import pytest
 
 from batch_scoring.lib.features import (
     FEATURES_SCHEMA,
+    MAX_DAYS_SINCE_ERROR,
     MAX_DAYS_SINCE_REPLACEMENT,
     build_features,
+    error_days_features,
     error_features,
     label_observations,
     replacement_features,
@@ -68,6 +70,62 @@ def test_the_72_hour_window_reaches_two_days_back_and_no_further(spark):
     assert row["volt_mean_24h"] == 40.0
 
 
+def baseline_readings(machine_id: int) -> list[tuple[int, datetime, float]]:
+    """The machine's baseline for DAY, the 10 days 2014-12-22 .. 2014-12-31: volt 100 at midnight and 102 at noon
+    (mean 101, sample standard deviation sqrt(20/19))."""
+    days = [date(2014, 12, 22) + timedelta(days=n) for n in range(10)]
+    return [(machine_id, datetime(d.year, d.month, d.day, h), 100.0 + h / 6) for d in days for h in (0, 12)]
+
+
+BASELINE_STD = (20 / 19) ** 0.5
+
+
+def test_the_240_hour_window_reaches_nine_days_back_and_the_baseline_the_ten_days_before(spark):
+    readings = [
+        *baseline_readings(1),
+        (1, datetime(2014, 12, 21, 12), 1000.0),  # before the baseline: read by nothing
+        (1, datetime(2015, 1, 1, 0), 500.0),  # exactly 240 h before the observation: inside, not the baseline
+        (1, datetime(2015, 1, 10, 6), 104.0),
+        (1, datetime(2015, 1, 10, 18), 104.0),
+    ]
+    row = one_row(telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY), machine_id=1)
+    assert (row["volt_mean_240h"], row["volt_max_240h"], row["volt_min_240h"]) == (236.0, 500.0, 104.0)
+    assert row["volt_mean_72h"] == 104.0 and row["telemetry_hours_baseline"] == 20.0
+    assert row["volt_shift_24h"] == pytest.approx((104 - 101) / BASELINE_STD)
+    assert row["rotate_shift_24h"] == 0.0  # a constant baseline has no spread to measure a shift in
+
+
+def test_a_machine_without_a_baseline_yet_has_no_shift(spark):
+    readings = [(1, datetime(2015, 1, 10, h), 100.0 + h) for h in range(24)]
+    row = one_row(telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY), machine_id=1)
+    assert (row["volt_shift_24h"], row["telemetry_hours_baseline"]) == (0.0, 0.0)
+
+
+def test_after_a_replacement_the_shift_is_of_the_readings_since(spark):
+    drifting_then_repaired = [(h, 110.0 if h < 10 else 101.0) for h in range(24)]
+    readings = [(m, datetime(2015, 1, 10, h), volt) for m in (1, 2, 3) for h, volt in drifting_then_repaired] + [
+        reading for m in (1, 2, 3) for reading in baseline_readings(m)
+    ]
+    maintenance = spark.createDataFrame(
+        [
+            (1, datetime(2015, 1, 10, 10), "comp2"),  # replaced at 10:00: the readings from 11:00 are after it
+            (2, datetime(2015, 1, 8, 10), "comp2"),  # two days earlier: the last 24 h are all after it
+            (3, datetime(2015, 1, 10, 23, 30), "comp1"),  # after the day's last reading
+        ],
+        "machine_id int, datetime timestamp, comp string",
+    )
+    errors = spark.createDataFrame([], "machine_id int, datetime timestamp, error_id string")
+    machines = spark.createDataFrame([(m, "model1", 5) for m in (1, 2, 3)], "machine_id int, model string, age int")
+    features = build_features(telemetry_rows(spark, readings), errors, maintenance, machines, DAY, NEXT_DAY)
+    rows = {r.machine_id: r for r in features.collect()}
+    day_shift = ((10 * 110 + 14 * 101) / 24 - 101) / BASELINE_STD
+    assert all(rows[m].volt_shift_24h == pytest.approx(day_shift) for m in (1, 2, 3))
+    assert (rows[1].volt_shift_since_replacement, rows[1].telemetry_hours_since_replacement) == (0.0, 13.0)
+    assert rows[2].volt_shift_since_replacement == pytest.approx(day_shift)
+    assert rows[2].telemetry_hours_since_replacement == 24.0
+    assert (rows[3].volt_shift_since_replacement, rows[3].telemetry_hours_since_replacement) == (0.0, 0.0)
+
+
 def test_no_observation_for_a_machine_without_telemetry_in_the_last_24_hours(spark):
     readings = [(1, datetime(2015, 1, 9, 12), 100.0), (2, datetime(2015, 1, 10, 5), 100.0)]
     rows = telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY).collect()
@@ -88,6 +146,30 @@ def test_error_counts_cover_exactly_the_24_hours_before_the_observation(spark):
     row = one_row(error_features(errors, DAY, NEXT_DAY), machine_id=1)
     counts = [row[f"error{i}_count_24h"] for i in range(1, 6)]
     assert counts == [2.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_error_counts_over_72_hours_and_days_since_each_error(spark):
+    errors = spark.createDataFrame(
+        [
+            (1, datetime(2015, 1, 7, 23), "error1"),  # 73 h before: outside 72 h, 3 days and 1 hour ago
+            (1, datetime(2015, 1, 8, 0), "error1"),  # exactly 72 h before: inside
+            (1, datetime(2015, 1, 10, 18), "error3"),
+            (1, datetime(2014, 11, 1), "error4"),  # longer ago than the cap
+        ],
+        "machine_id int, datetime timestamp, error_id string",
+    )
+    row = one_row(error_features(errors, DAY, NEXT_DAY), machine_id=1)
+    assert [row[f"error{i}_count_72h"] for i in range(1, 6)] == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert row["error1_count_24h"] == 0.0
+    observations = spark.createDataFrame([(1, DAY, OBSERVED_AT)], "machine_id int, date date, observed_at timestamp")
+    days = one_row(error_days_features(observations, errors), machine_id=1)
+    assert [days[f"days_since_error{i}"] for i in range(1, 6)] == [
+        3.0,  # the later of the two
+        MAX_DAYS_SINCE_ERROR,
+        0.25,
+        MAX_DAYS_SINCE_ERROR,
+        MAX_DAYS_SINCE_ERROR,
+    ]
 
 
 def test_days_since_replacement_use_only_replacements_strictly_before_the_observation(spark):

@@ -54,31 +54,28 @@ def test_features_cover_every_day_and_machine(spark, trained_fleet):
 
 def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(spark, trained_fleet, tmp_path):
     input_dir, full = trained_fleet
-    # a warehouse holding telemetry and errors of 2015-03-08..10 only (the days the 72 h window of 2015-03-10
-    # reaches) and the replacements from the first day (less than the 365 days that days since reach)
-    run(
-        input_dir,
-        tmp_path,
-        [raw_machines, raw_telemetry, raw_errors],
-        tags=partition_range_tags("2015-03-08", "2015-03-10"),
-    )
+    # a warehouse holding the telemetry of 2015-02-19 .. 03-10 only (the 20 days the windows and the baseline of
+    # 2015-03-10 reach), the errors of the 30 days days since reach, and the replacements from the first day (less
+    # than the 365 days that days since reach)
+    run(input_dir, tmp_path, [raw_machines, raw_telemetry], tags=partition_range_tags("2015-02-19", "2015-03-10"))
+    run(input_dir, tmp_path, [raw_errors], tags=partition_range_tags("2015-02-09", "2015-03-10"))
     run(input_dir, tmp_path, [raw_maintenance], tags=partition_range_tags("2015-01-01", "2015-03-10"))
     run(input_dir, tmp_path, [features], partition_key="2015-03-10")
     store = DeltaTables(spark, str(tmp_path))
-    assert days_with_rows(store, "raw_telemetry") == ["2015-03-08", "2015-03-09", "2015-03-10"]
+    assert days_with_rows(store, "raw_telemetry")[::19] == ["2015-02-19", "2015-03-10"]
     bounded = store.read("features", FEATURES_SCHEMA, ["2015-03-10"])
     everything = DeltaTables(spark, str(full)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
     assert bounded.count() == 30
     assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
 
-    # the telemetry begins on 2015-03-08: the first day's windows reach before it, which is no gap
-    assert run(input_dir, tmp_path, [features], partition_key="2015-03-08").success
+    # the telemetry begins on 2015-02-19: the first day's windows reach before it, which is no gap
+    assert run(input_dir, tmp_path, [features], partition_key="2015-02-19").success
     # a day missing inside the lookback would thin the windows: the step fails and names it
     DeltaTable.forPath(spark, str(tmp_path / "raw_telemetry")).delete("date = DATE'2015-03-09'")
     result = run(input_dir, tmp_path, [features], raise_on_error=False, partition_key="2015-03-10")
     assert not result.success
     assert (
-        "features reads raw_telemetry for 2015-03-08 .. 2015-03-10, but raw_telemetry has no rows for 2015-03-09"
+        "features reads raw_telemetry for 2015-02-19 .. 2015-03-10, but raw_telemetry has no rows for 2015-03-09"
         in str(result.failure_data_for_node("features").error)
     )
     assert store.read("features", FEATURES_SCHEMA, ["2015-03-10"]).count() == 30  # the earlier rows stay

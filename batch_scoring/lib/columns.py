@@ -34,6 +34,8 @@ COLUMN_DESCRIPTIONS = {
     "line": "the line as read",
     "observed_at": "time of the observation: the end of the day, midnight UTC",
     "telemetry_hours_24h": "hours with readings in the 24 h before observed_at",
+    "telemetry_hours_baseline": "hours with readings in the machine's baseline: the 10 days before the last 240 h",
+    "telemetry_hours_since_replacement": "hours with readings in the last 24 h after the machine's last replacement",
     "predicted_component": "component predicted to fail within 7 days, or none",
     "failure_probability": "probability that some component fails within 7 days, 0-1",
     "model_version": "failure_model version that scored the row",
@@ -47,7 +49,22 @@ COLUMN_DESCRIPTIONS = {
 }
 _PATTERNS = (
     (r"(\w+)_(mean|std|min|max)_(\d+)h", lambda m: f"{SENSOR_UNITS[m[1]]}: {STATISTICS[m[2]]} over the last {m[3]} h"),
-    (r"(error\d)_count_24h", lambda m: f"{m[1]} events in the 24 h before observed_at"),
+    (r"(error\d)_count_(\d+)h", lambda m: f"{m[1]} events in the {m[2]} h before observed_at"),
+    (r"days_since_(error\d)", lambda m: f"days since {m[1]} was last logged (30: a month or more, or never)"),
+    (
+        r"(\w+)_shift_24h",
+        lambda m: (
+            f"{SENSOR_UNITS[m[1]]}: the last 24 h's mean against the machine's baseline, in its standard "
+            "deviations (0: no baseline yet)"
+        ),
+    ),
+    (
+        r"(\w+)_shift_since_replacement",
+        lambda m: (
+            f"{SENSOR_UNITS[m[1]]}: the mean of the last 24 h after the machine's last replacement against its "
+            "baseline, in its standard deviations (0: no reading since)"
+        ),
+    ),
     (
         r"days_since_(comp\d)_replacement",
         lambda m: f"days since {m[1]} was last replaced (365: a year or more, or never)",

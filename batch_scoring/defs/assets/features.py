@@ -19,14 +19,16 @@ from batch_scoring.lib.features import (
     group_name="features",
     description=(
         "One row per machine with telemetry that day, observed at the day's end (midnight UTC): rolling sensor "
-        "statistics over 3 h, 24 h and 72 h, error counts over 24 h, days since each component's replacement "
-        f"(up to {REPLACEMENT_LOOKBACK_DAYS}), machine model and age. Reads bounded lookbacks (telemetry "
+        "statistics over 3 h, 24 h, 72 h and 240 h, each sensor's shift against the machine's own baseline (over the "
+        "day, and since its last replacement), error counts over 24 h and 72 h, days since each error and each "
+        f"component's replacement (up to {REPLACEMENT_LOOKBACK_DAYS}), machine model and age. Reads bounded "
+        "lookbacks (telemetry "
         f"{TELEMETRY_LOOKBACK_DAYS} days, errors {ERROR_LOOKBACK_DAYS}, replacements {REPLACEMENT_LOOKBACK_DAYS}), "
         "never the whole history."
     ),
     **table_asset_args(FEATURES_SCHEMA, daily=True),
-    # a day's features read that day's telemetry and the days its longest window reaches back to (a day
-    # missing there would thin the windows, so it fails the step instead), and the errors and replacements
+    # a day's features read that day's telemetry and the days its longest window and the baseline reach back to (a
+    # day missing there would thin the windows, so it fails the step instead), and the errors and replacements
     # as far back as their windows reach
     ins={
         "raw_telemetry": lookback(TELEMETRY_LOOKBACK_DAYS, missing=MissingDays.FAIL),
