@@ -207,7 +207,6 @@ def test_no_trained_model_says_to_materialize_failure_model_first(spark, tmp_pat
         model_store(spark, tmp_path).load_latest_usable()
 
 
-@pytest.mark.unit
 def test_a_damaged_model_version_is_named_with_its_path_and_what_to_do(spark, tmp_path):
     rows = spark.createDataFrame([(float(x), float(x % 2)) for x in range(8)], "x double, label double")
     forest = Pipeline(

@@ -39,7 +39,6 @@ def read_table(spark, folder, table):
     return kept_rows(checked, table)
 
 
-@pytest.mark.unit
 def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(spark, tmp_path):
     args = ["simulate", "--machines", "4", "--days", "3", "--start", "2016-03-01"]
     for folder, seed, extra in (("a", "5", []), ("gz", "5", ["--gzip"]), ("c", "6", [])):
@@ -84,7 +83,6 @@ def test_a_drop_holds_the_day_of_the_same_fleet_simulated_further(spark, tmp_pat
     assert "--drop continues the fleet simulated_fleet.json describes: drop ['--seed']" in capsys.readouterr().err
 
 
-@pytest.mark.unit
 def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, small_fleet_dir):
     header, first_row = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[:2]
     assert header == "datetime,machineID,volt,rotate,pressure,vibration"
@@ -101,7 +99,6 @@ def test_files_follow_the_public_layout_and_the_ingest_accepts_every_row(spark, 
     )
 
 
-@pytest.mark.unit
 def test_telemetry_file_is_ordered_by_machine_then_time(small_fleet_dir):
     lines = (small_fleet_dir / "PdM_telemetry.csv").read_text().splitlines()[1:]
     keys = [(int(line.split(",")[1]), line.split(",")[0]) for line in lines]
