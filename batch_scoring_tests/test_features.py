@@ -87,18 +87,15 @@ def test_the_240_hour_window_reaches_nine_days_back_and_the_baseline_the_ten_day
         (1, datetime(2015, 1, 1, 0), 500.0),  # exactly 240 h before the observation: inside, not the baseline
         (1, datetime(2015, 1, 10, 6), 104.0),
         (1, datetime(2015, 1, 10, 18), 104.0),
+        *[(2, datetime(2015, 1, 10, h), 100.0 + h) for h in range(24)],  # a machine without a baseline yet
     ]
-    row = one_row(telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY), machine_id=1)
+    rows = {r.machine_id: r for r in telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY).collect()}
+    row = rows[1]
     assert (row["volt_mean_240h"], row["volt_max_240h"], row["volt_min_240h"]) == (236.0, 500.0, 104.0)
     assert row["volt_mean_72h"] == 104.0 and row["telemetry_hours_baseline"] == 20.0
     assert row["volt_shift_24h"] == pytest.approx((104 - 101) / BASELINE_STD)
     assert row["rotate_shift_24h"] == 0.0  # a constant baseline has no spread to measure a shift in
-
-
-def test_a_machine_without_a_baseline_yet_has_no_shift(spark):
-    readings = [(1, datetime(2015, 1, 10, h), 100.0 + h) for h in range(24)]
-    row = one_row(telemetry_features(telemetry_rows(spark, readings), DAY, NEXT_DAY), machine_id=1)
-    assert (row["volt_shift_24h"], row["telemetry_hours_baseline"]) == (0.0, 0.0)
+    assert (rows[2]["volt_shift_24h"], rows[2]["telemetry_hours_baseline"]) == (0.0, 0.0)
 
 
 def test_after_a_replacement_the_shift_is_of_the_readings_since(spark):
