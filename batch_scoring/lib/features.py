@@ -139,44 +139,51 @@ def _day_parts(telemetry: DataFrame, first_day: date, end: date) -> DataFrame:
     rows = telemetry.withColumn("date", F.to_date("datetime")).where(
         (F.col("date") >= F.lit(first_day)) & (F.col("date") < F.lit(end))
     )
-    late = F.col("datetime").cast("long") >= _observed_at(F.col("date")).cast("long") - shortest * 3600
-    aggregates = [F.count(F.lit(1)).cast("double").alias("telemetry_hours_24h")]
+    late = f"CAST(datetime AS LONG) >= CAST(TO_TIMESTAMP(DATE_ADD(date, 1)) AS LONG) - {shortest * 3600}"
+    aggregates = ["CAST(COUNT(1) AS DOUBLE) AS telemetry_hours_24h"]
     for sensor in SENSORS:
-        reading = F.col(sensor).cast(EXACT_READING)
-        for hours, kept in ((24, reading), (shortest, F.when(late, reading))):
+        reading = f"CAST({sensor} AS {EXACT_READING})"
+        for hours, kept in ((24, reading), (shortest, f"CASE WHEN {late} THEN {reading} END")):
             aggregates += [
-                F.count(kept).alias(_part(sensor, "n", f"{hours}h")),
-                F.sum(kept).alias(_part(sensor, "sum", f"{hours}h")),
-                F.sum(kept * kept).alias(_part(sensor, "sumsq", f"{hours}h")),
-                F.min(kept).alias(_part(sensor, "min", f"{hours}h")),
-                F.max(kept).alias(_part(sensor, "max", f"{hours}h")),
+                f"COUNT({kept}) AS {_part(sensor, 'n', f'{hours}h')}",
+                f"SUM({kept}) AS {_part(sensor, 'sum', f'{hours}h')}",
+                f"SUM({kept} * {kept}) AS {_part(sensor, 'sumsq', f'{hours}h')}",
+                f"MIN({kept}) AS {_part(sensor, 'min', f'{hours}h')}",
+                f"MAX({kept}) AS {_part(sensor, 'max', f'{hours}h')}",
             ]
-    return rows.groupBy("machine_id", "date").agg(*aggregates)
+    return rows.groupBy("machine_id", "date").agg(*[F.expr(aggregate) for aggregate in aggregates])
 
 
-def _combined(days: Window, sensor: str, span: str) -> list[Column]:
-    """A sensor's parts over the days of `days`, from each day's 24 h parts (sums in the exact types of one pass)."""
-    day = lambda part: F.col(_part(sensor, part, "24h"))  # noqa: E731
+def _over_days(days_before: tuple[int, int]) -> str:
+    """A window over a machine's days, from `days_before[0]` to `days_before[1]` days before the row's day."""
+    earliest, latest = (f"{n} PRECEDING" if n else "CURRENT ROW" for n in days_before)
+    return f"OVER (PARTITION BY machine_id ORDER BY day_number RANGE BETWEEN {earliest} AND {latest})"
+
+
+def _combined(days_before: tuple[int, int], sensor: str, span: str) -> list[str]:
+    """A sensor's parts over a window of days, from each day's 24 h parts (sums in the exact types of one pass)."""
+    day = lambda part: _part(sensor, part, "24h")  # noqa: E731
+    over = _over_days(days_before)
     return [
-        F.sum(day("n")).over(days).alias(_part(sensor, "n", span)),
-        F.sum(day("sum")).over(days).cast(EXACT_SUM).alias(_part(sensor, "sum", span)),
-        F.sum(day("sumsq")).over(days).cast(EXACT_SQUARES).alias(_part(sensor, "sumsq", span)),
-        F.min(day("min")).over(days).alias(_part(sensor, "min", span)),
-        F.max(day("max")).over(days).alias(_part(sensor, "max", span)),
+        f"SUM({day('n')}) {over} AS {_part(sensor, 'n', span)}",
+        f"CAST(SUM({day('sum')}) {over} AS {EXACT_SUM}) AS {_part(sensor, 'sum', span)}",
+        f"CAST(SUM({day('sumsq')}) {over} AS {EXACT_SQUARES}) AS {_part(sensor, 'sumsq', span)}",
+        f"MIN({day('min')}) {over} AS {_part(sensor, 'min', span)}",
+        f"MAX({day('max')}) {over} AS {_part(sensor, 'max', span)}",
     ]
 
 
-def _mean(sensor: str, span: str) -> Column:
-    n, total = F.col(_part(sensor, "n", span)), F.col(_part(sensor, "sum", span))
-    return F.when(n > 0, total / n)
+def _mean(sensor: str, span: str) -> str:
+    n, total = _part(sensor, "n", span), _part(sensor, "sum", span)
+    return f"CASE WHEN {n} > 0 THEN {total} / {n} END"
 
 
-def _std(sensor: str, span: str) -> Column:
+def _std(sensor: str, span: str) -> str:
     """The sample standard deviation; exact sums rounded to 6 places can leave a tiny negative variance for equal
     readings, read as 0."""
-    n, total, squares = (F.col(_part(sensor, part, span)) for part in ("n", "sum", "sumsq"))
-    variance = F.when(n > 1, (squares - total * total / n) / (n - 1))
-    return F.sqrt(F.when(variance < 0, 0.0).otherwise(variance.cast("double")))
+    n, total, squares = (_part(sensor, part, span) for part in ("n", "sum", "sumsq"))
+    variance = f"CASE WHEN {n} > 1 THEN ({squares} - {total} * {total} / {n}) / ({n} - 1) END"
+    return f"SQRT(CASE WHEN {variance} < 0 THEN 0D ELSE CAST({variance} AS DOUBLE) END)"
 
 
 def _telemetry_windows(telemetry: DataFrame, first: date, end: date) -> DataFrame:
@@ -184,15 +191,13 @@ def _telemetry_windows(telemetry: DataFrame, first: date, end: date) -> DataFram
     baseline's (read from `TELEMETRY_LOOKBACK_DAYS` days of `telemetry`)."""
     first_read = first - timedelta(days=TELEMETRY_LOOKBACK_DAYS - 1)
     parts = _day_parts(telemetry, first_read, end).withColumn("day_number", F.unix_date("date"))
-    machine_days = Window.partitionBy("machine_id").orderBy("day_number")
     combined = []
     for hours in TELEMETRY_LOOKBACK_HOURS[2:]:
-        days = machine_days.rangeBetween(-(hours // 24 - 1), 0)
-        combined += [column for sensor in SENSORS for column in _combined(days, sensor, f"{hours}h")]
-    baseline = machine_days.rangeBetween(-(TELEMETRY_LOOKBACK_DAYS - 1), -_WINDOW_DAYS)
+        combined += [column for sensor in SENSORS for column in _combined((hours // 24 - 1, 0), sensor, f"{hours}h")]
+    baseline = (TELEMETRY_LOOKBACK_DAYS - 1, _WINDOW_DAYS)
     combined += [column for sensor in SENSORS for column in _combined(baseline, sensor, "baseline")]
-    baseline_hours = F.sum("telemetry_hours_24h").over(baseline)
-    return parts.select("*", *combined, F.coalesce(baseline_hours, F.lit(0.0)).alias("telemetry_hours_baseline")).where(
+    baseline_hours = f"COALESCE(SUM(telemetry_hours_24h) {_over_days(baseline)}, 0D) AS telemetry_hours_baseline"
+    return parts.selectExpr("*", *combined, baseline_hours).where(
         (F.col("date") >= F.lit(first)) & (F.col("telemetry_hours_24h") > 0)
     )
 
@@ -205,28 +210,28 @@ def _window_statistics(windows: DataFrame) -> DataFrame:
     for span in [f"{hours}h" for hours in TELEMETRY_LOOKBACK_HOURS] + ["baseline"]:
         for sensor in SENSORS:
             statistics += [
-                _mean(sensor, span).cast("double").alias(_part(sensor, "mean", span)),
-                _std(sensor, span).alias(_part(sensor, "std", span)),
-                F.col(_part(sensor, "min", span)).cast("double").alias(_part(sensor, "min", span)),
-                F.col(_part(sensor, "max", span)).cast("double").alias(_part(sensor, "max", span)),
+                f"CAST({_mean(sensor, span)} AS DOUBLE) AS {_part(sensor, 'mean', span)}",
+                f"{_std(sensor, span)} AS {_part(sensor, 'std', span)}",
+                f"CAST({_part(sensor, 'min', span)} AS DOUBLE) AS {_part(sensor, 'min', span)}",
+                f"CAST({_part(sensor, 'max', span)} AS DOUBLE) AS {_part(sensor, 'max', span)}",
             ]
-    return windows.select("machine_id", "date", "telemetry_hours_24h", "telemetry_hours_baseline", *statistics)
+    return windows.selectExpr("machine_id", "date", "telemetry_hours_24h", "telemetry_hours_baseline", *statistics)
 
 
-def _filled(sensor: str, statistic: str, position: int) -> Column:
+def _filled(sensor: str, statistic: str, position: int) -> str:
     """A window's statistic, or where it cannot give it (no readings; for the standard deviation, fewer than two)
     the next longer window's; a standard deviation that no window can give is 0."""
     spans = [f"{hours}h" for hours in TELEMETRY_LOOKBACK_HOURS[position:]]
-    final = [F.lit(0.0)] if statistic == "std" else []
-    return F.coalesce(*[F.col(_part(sensor, statistic, span)) for span in spans], *final)
+    final = ["0D"] if statistic == "std" else []
+    return f"COALESCE({', '.join([*[_part(sensor, statistic, span) for span in spans], *final])})"
 
 
-def _shift(mean: Column, sensor: str) -> Column:
+def _shift(mean: str, sensor: str) -> str:
     """How far `mean` lies from the machine's baseline, in the baseline's standard deviations; 0 without a
     baseline to compare with (a machine's first days, or no reading to compare)."""
-    spread = F.col(_part(sensor, "std", "baseline"))
-    shift = (mean.cast("double") - F.col(_part(sensor, "mean", "baseline"))) / spread
-    return F.coalesce(F.when(spread > 0, shift), F.lit(0.0))
+    spread = _part(sensor, "std", "baseline")
+    shift = f"(CAST({mean} AS DOUBLE) - {_part(sensor, 'mean', 'baseline')}) / {spread}"
+    return f"COALESCE(CASE WHEN {spread} > 0 THEN {shift} END, 0D)"
 
 
 BASELINE_COLUMNS = [_part(sensor, statistic, "baseline") for sensor in SENSORS for statistic in ("mean", "std")]
@@ -235,16 +240,17 @@ BASELINE_COLUMNS = [_part(sensor, statistic, "baseline") for sensor in SENSORS f
 def telemetry_features(telemetry: DataFrame, first: date, end: date) -> DataFrame:
     """(machine_id, date, sensor statistics per window, hours with readings in the last 24 h, each sensor's shift
     of the day against the machine's baseline, hours with readings in the baseline) for days in [first, end), and
-    the baseline's mean and standard deviation of each sensor (`BASELINE_COLUMNS`, for `recovery_features`)."""
+    the baseline's mean and standard deviation of each sensor (`BASELINE_COLUMNS`, for the shifts since a
+    replacement)."""
     statistics = _window_statistics(_telemetry_windows(telemetry, first, end))
     filled = [
-        _filled(sensor, statistic, position).alias(sensor_feature(sensor, statistic, hours))
+        f"{_filled(sensor, statistic, position)} AS {sensor_feature(sensor, statistic, hours)}"
         for position, hours in enumerate(TELEMETRY_LOOKBACK_HOURS)
         for sensor in SENSORS
         for statistic in STATISTICS
     ]
-    shifts = [_shift(F.col(_part(sensor, "mean", "24h")), sensor).alias(f"{sensor}_shift_24h") for sensor in SENSORS]
-    return statistics.select(
+    shifts = [f"{_shift(_part(sensor, 'mean', '24h'), sensor)} AS {sensor}_shift_24h" for sensor in SENSORS]
+    return statistics.selectExpr(
         "machine_id", "date", "telemetry_hours_24h", *filled, *shifts, "telemetry_hours_baseline", *BASELINE_COLUMNS
     )
 
@@ -253,9 +259,9 @@ def error_features(errors: DataFrame, first: date, end: date) -> DataFrame:
     """(machine_id, date, count of each error id in the last 24 h and in the last 72 h)."""
     aged = _aged(errors, max(ERROR_COUNT_HOURS), first, end)
     counts = [
-        F.count(F.when((F.col("error_id") == error) & (F.col("age_hours") <= hours), 1))
-        .cast("double")
-        .alias(f"{error}_count_{hours}h")
+        F.expr(f"CAST(COUNT(CASE WHEN error_id = '{error}' AND age_hours <= {hours} THEN 1 END) AS DOUBLE)").alias(
+            f"{error}_count_{hours}h"
+        )
         for hours in ERROR_COUNT_HOURS
         for error in ERROR_IDS
     ]
@@ -292,17 +298,15 @@ def _last_before(observations: DataFrame, events: DataFrame, kind: str, kinds: t
     picks the last event of each kind seen so far. At equal times the observation comes first, so an event at
     the very instant of the observation is not seen."""
     timeline = _timeline(observations, events, F.col(kind))
-    so_far = Window.partitionBy("machine_id").orderBy("at", "order").rowsBetween(Window.unboundedPreceding, 0)
-    last = [F.last(F.when(F.col("payload") == k, F.col("at")), ignorenulls=True).over(so_far).alias(k) for k in kinds]
-    return timeline.select("machine_id", "at", "date", *last).where(F.col("date").isNotNull())
+    so_far = "OVER (PARTITION BY machine_id ORDER BY at, `order` ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    last = [f"LAST(CASE WHEN payload = '{k}' THEN at END, TRUE) {so_far} AS {k}" for k in kinds]
+    return timeline.selectExpr("machine_id", "at", "date", *last).where(F.col("date").isNotNull())
 
 
-def _days_since(last: DataFrame, kinds: tuple[str, ...], names: list[str], cap: float) -> list[Column]:
+def _days_since(kinds: tuple[str, ...], names: list[str], cap: float) -> list[str]:
     """Days from each kind's last event to the observation, capped at `cap` (which also stands for none)."""
     return [
-        F.least(F.coalesce((F.col("at").cast("long") - F.col(k).cast("long")) / 86400.0, F.lit(cap)), F.lit(cap)).alias(
-            name
-        )
+        f"LEAST(COALESCE((CAST(at AS LONG) - CAST({k} AS LONG)) / 86400D, {cap}D), {cap}D) AS {name}"
         for k, name in zip(kinds, names)
     ]
 
@@ -312,23 +316,33 @@ def replacement_features(observations: DataFrame, maintenance: DataFrame) -> Dat
     `MAX_DAYS_SINCE_REPLACEMENT`, also for none on record), and `last_replaced_at`, the last replacement of any
     component (an intermediate column)."""
     last = _last_before(observations, maintenance, "comp", COMPONENTS)
-    days = _days_since(last, COMPONENTS, REPLACEMENT_FEATURES, MAX_DAYS_SINCE_REPLACEMENT)
-    return last.select("machine_id", "date", *days, F.greatest(*COMPONENTS).alias("last_replaced_at"))
+    days = _days_since(COMPONENTS, REPLACEMENT_FEATURES, MAX_DAYS_SINCE_REPLACEMENT)
+    return last.selectExpr("machine_id", "date", *days, f"GREATEST({', '.join(COMPONENTS)}) AS last_replaced_at")
 
 
 def error_days_features(observations: DataFrame, errors: DataFrame) -> DataFrame:
     """Days since each error id was last logged strictly before each observation, capped at
     `MAX_DAYS_SINCE_ERROR` (also for none in that time)."""
     last = _last_before(observations, errors, "error_id", ERROR_IDS)
-    return last.select("machine_id", "date", *_days_since(last, ERROR_IDS, ERROR_DAYS_FEATURES, MAX_DAYS_SINCE_ERROR))
+    return last.selectExpr("machine_id", "date", *_days_since(ERROR_IDS, ERROR_DAYS_FEATURES, MAX_DAYS_SINCE_ERROR))
 
 
-def recovery_features(telemetry: DataFrame, sensors: DataFrame, replaced: DataFrame) -> DataFrame:
-    """Per observation: each sensor's shift against the machine's baseline (as in `telemetry_features`, whose rows
-    `sensors` are) of the readings of the last 24 h after the machine's last replacement (`replaced`, from
-    `replacement_features`), and how many hours those are. A component replaced after a failure no longer drifts:
-    the readings since say so, where the day's whole 24 h still hold the drift before the failure. A day without a
-    replacement gives the day's own figures; a replacement after the day's last reading gives 0 hours, shift 0."""
+def observation_days(telemetry: DataFrame, first: date, end: date) -> DataFrame:
+    """(machine_id, date, observed_at) of each machine with readings on a day of [first, end): the grain of the
+    feature rows, straight from the readings (the statistics' plan is too big to derive it from cheaply)."""
+    day = F.to_date("datetime")
+    return (
+        telemetry.where((day >= F.lit(first)) & (day < F.lit(end)))
+        .select("machine_id", day.alias("date"))
+        .distinct()
+        .withColumn("observed_at", _observed_at(F.col("date")))
+    )
+
+
+def readings_since_replacement(telemetry: DataFrame, replaced: DataFrame) -> DataFrame:
+    """(machine_id, date, last_replaced_at, hours_after, after_<sensor>) for the observations whose day saw a
+    replacement (`replaced`, from `replacement_features`): how many readings of that day came after the machine's
+    last replacement, and each sensor's mean over them (null without any)."""
     day_start = F.to_timestamp(F.col("date"))
     worked = replaced.where(F.col("last_replaced_at") >= day_start).select("machine_id", "date", "last_replaced_at")
     readings = telemetry.withColumn("date", F.to_date("datetime"))
@@ -341,16 +355,24 @@ def recovery_features(telemetry: DataFrame, sensors: DataFrame, replaced: DataFr
             *[F.avg(F.col(sensor).cast(EXACT_READING)).alias(f"after_{sensor}") for sensor in SENSORS],
         )
     )
-    rows = sensors.join(worked, ["machine_id", "date"], "left").join(after, ["machine_id", "date"], "left")
-    was_worked = F.col("last_replaced_at").isNotNull()
-    hours = F.when(was_worked, F.coalesce(F.col("hours_after"), F.lit(0.0))).otherwise(F.col("telemetry_hours_24h"))
+    return worked.join(after, ["machine_id", "date"], "left")
+
+
+def _recovery_columns() -> list[Column]:
+    """Each sensor's shift against the machine's baseline (as in `telemetry_features`) of the readings of the last
+    24 h after the machine's last replacement, and how many hours those are, on rows that hold
+    `telemetry_features`' and `readings_since_replacement`'s columns. A component replaced after a failure no longer
+    drifts: the readings since say so, where the day's whole 24 h still hold the drift before the failure. A day
+    without a replacement gives the day's own figures; a replacement after the day's last reading gives 0 hours,
+    shift 0."""
+    was_worked = "last_replaced_at IS NOT NULL"
+    hours = f"CASE WHEN {was_worked} THEN COALESCE(hours_after, 0D) ELSE telemetry_hours_24h END"
     shifts = [
-        F.when(was_worked, _shift(F.col(f"after_{sensor}"), sensor))
-        .otherwise(F.col(f"{sensor}_shift_24h"))
-        .alias(f"{sensor}_shift_since_replacement")
+        f"CASE WHEN {was_worked} THEN {_shift(f'after_{sensor}', sensor)} ELSE {sensor}_shift_24h END"
+        f" AS {sensor}_shift_since_replacement"
         for sensor in SENSORS
     ]
-    return rows.select("machine_id", "date", *shifts, hours.alias("telemetry_hours_since_replacement"))
+    return [F.expr(column) for column in [*shifts, f"{hours} AS telemetry_hours_since_replacement"]]
 
 
 def build_features(
@@ -367,20 +389,22 @@ def build_features(
     20, `errors` 30 and `maintenance` 365 (a replacement may be months old; an older one is capped anyway).
     Used by training and by scoring alike.
     """
-    sensors = telemetry_features(telemetry, first, end)
-    observations = sensors.select("machine_id", "date").withColumn("observed_at", _observed_at(F.col("date")))
-    counted = error_features(errors, first, end)
+    observations = observation_days(telemetry, first, end)
     replaced = replacement_features(observations, maintenance)
+    since_replacement = readings_since_replacement(telemetry, replaced)
     rows = (
-        observations.join(sensors, ["machine_id", "date"])
-        .join(recovery_features(telemetry, sensors, replaced), ["machine_id", "date"])
-        .join(counted, ["machine_id", "date"], "left")
+        observations.join(telemetry_features(telemetry, first, end), ["machine_id", "date"])
+        .join(since_replacement, ["machine_id", "date"], "left")
+        .select("*", *_recovery_columns())
+        .join(error_features(errors, first, end), ["machine_id", "date"], "left")
         .join(error_days_features(observations, errors), ["machine_id", "date"])
-        .join(replaced, ["machine_id", "date"])
+        .join(replaced.drop("last_replaced_at"), ["machine_id", "date"])
         .join(machines.select("machine_id", "model", F.col("age").cast("double").alias("age")), "machine_id")
         .fillna(0.0, subset=ERROR_FEATURES)
     )
-    return rows.select(*[F.col(f.name).cast(f.dataType) for f in FEATURES_SCHEMA.fields])
+    return rows.selectExpr(
+        *[f"CAST({f.name} AS {f.dataType.simpleString()}) AS {f.name}" for f in FEATURES_SCHEMA.fields]
+    )
 
 
 def label_observations(features: DataFrame, failures: DataFrame, observed_until: object) -> DataFrame:
