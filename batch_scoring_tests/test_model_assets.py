@@ -12,8 +12,6 @@ from pyspark.ml.feature import VectorAssembler
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.model import failure_model
-from batch_scoring.defs.assets.raw import raw_errors, raw_machines, raw_maintenance, raw_telemetry
-from batch_scoring.defs.partitions import partition_range_tags
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.model import PROBABILITY_COLUMNS, TrainedModel, calibration_bands, precision_recall_auc
 from batch_scoring.lib.steps import MODEL_CHECK
@@ -52,27 +50,31 @@ def test_features_cover_every_day_and_machine(spark, trained_fleet):
     assert table.select("date").distinct().count() == 120
 
 
-def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(spark, trained_fleet, tmp_path):
-    input_dir, full = trained_fleet
-    # a warehouse holding the telemetry of 2015-02-19 .. 03-10 only (the 20 days the windows and the baseline of
-    # 2015-03-10 reach), the errors of the 30 days days since reach, and the replacements from the first day (less
-    # than the 365 days that days since reach)
-    run(input_dir, tmp_path, [raw_machines, raw_telemetry], tags=partition_range_tags("2015-02-19", "2015-03-10"))
-    run(input_dir, tmp_path, [raw_errors], tags=partition_range_tags("2015-02-09", "2015-03-10"))
-    run(input_dir, tmp_path, [raw_maintenance], tags=partition_range_tags("2015-01-01", "2015-03-10"))
-    run(input_dir, tmp_path, [features], partition_key="2015-03-10")
-    store = DeltaTables(spark, str(tmp_path))
+def test_a_day_s_features_need_only_its_lookback_and_a_day_missing_inside_it_fails(spark, fleet_warehouse):
+    input_dir, warehouse = fleet_warehouse
+    full = DeltaTables(spark, str(warehouse)).read("features", FEATURES_SCHEMA, ["2015-03-10"]).localCheckpoint()
+    # the warehouse cut down to the telemetry of 2015-02-19 .. 03-10 (the 20 days the windows and the baseline of
+    # 2015-03-10 reach), the errors of the 30 days days since reach, and the replacements up to that day (from
+    # the first day: less than the 365 days that days since reach)
+    for table, kept in (
+        ("raw_telemetry", "date >= DATE'2015-02-19' AND date <= DATE'2015-03-10'"),
+        ("raw_errors", "date >= DATE'2015-02-09' AND date <= DATE'2015-03-10'"),
+        ("raw_maintenance", "date <= DATE'2015-03-10'"),
+    ):
+        DeltaTable.forPath(spark, str(warehouse / table)).delete(f"NOT ({kept})")
+    shutil.rmtree(warehouse / "features")
+    run(input_dir, warehouse, [features], partition_key="2015-03-10")
+    store = DeltaTables(spark, str(warehouse))
     assert days_with_rows(store, "raw_telemetry")[::19] == ["2015-02-19", "2015-03-10"]
     bounded = store.read("features", FEATURES_SCHEMA, ["2015-03-10"])
-    everything = DeltaTables(spark, str(full)).read("features", FEATURES_SCHEMA, ["2015-03-10"])
     assert bounded.count() == 30
-    assert bounded.exceptAll(everything).count() == 0 and everything.exceptAll(bounded).count() == 0
+    assert bounded.exceptAll(full).count() == 0 and full.exceptAll(bounded).count() == 0
 
     # the telemetry begins on 2015-02-19: the first day's windows reach before it, which is no gap
-    assert run(input_dir, tmp_path, [features], partition_key="2015-02-19").success
+    assert run(input_dir, warehouse, [features], partition_key="2015-02-19").success
     # a day missing inside the lookback would thin the windows: the step fails and names it
-    DeltaTable.forPath(spark, str(tmp_path / "raw_telemetry")).delete("date = DATE'2015-03-09'")
-    result = run(input_dir, tmp_path, [features], raise_on_error=False, partition_key="2015-03-10")
+    DeltaTable.forPath(spark, str(warehouse / "raw_telemetry")).delete("date = DATE'2015-03-09'")
+    result = run(input_dir, warehouse, [features], raise_on_error=False, partition_key="2015-03-10")
     assert not result.success
     assert (
         "features reads raw_telemetry for 2015-02-19 .. 2015-03-10, but raw_telemetry has no rows for 2015-03-09"
