@@ -1,6 +1,7 @@
 """features and failure_model materialized with real Dagster and real Spark on a simulated fleet."""
 
 import shutil
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -9,12 +10,20 @@ from delta.tables import DeltaTable
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import RandomForestClassifier
 from pyspark.ml.feature import VectorAssembler
+from pyspark.sql import functions as F
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.lib.features import FEATURES_SCHEMA
-from batch_scoring.lib.model import PROBABILITY_COLUMNS, TrainedModel, calibration_bands, precision_recall_auc
+from batch_scoring.lib.model import (
+    PROBABILITY_COLUMNS,
+    TrainedModel,
+    calibration_bands,
+    lead_times,
+    precision_recall_auc,
+)
 from batch_scoring.lib.steps import MODEL_CHECK
+from batch_scoring.lib.tables import FAILURES
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import ModelNotUsable
 from batch_scoring_tests.conftest import (
@@ -131,6 +140,14 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert metrics["none"]["pr_auc"] is None and 0.0 < meta["macro_pr_auc"] <= 1.0
     calibration = [r.data for r in meta["calibration"].records]
     assert sum(band["rows"] for band in calibration) == 720
+    # the worklists of the hold-out against its failures: those whose day before was held out (04-01 .. 04-24)
+    failure_days = DeltaTables(spark, str(quickstart.warehouse)).read("raw_failures", FAILURES.schema)
+    failure_days = failure_days.select("machine_id", F.to_date("datetime").alias("day")).distinct()
+    held_out_failures = failure_days.where("day BETWEEN DATE'2015-04-01' AND DATE'2015-04-24'").count()
+    lead = [r.data for r in meta["lead_time"].records]
+    assert [row["days_before"] for row in lead] == [1, 3, 5] and lead[0]["failures"] == held_out_failures > 0
+    assert all(row["on_list"] <= row["failures"] for row in lead)
+    assert 0.0 < meta["failures_caught_share"] <= 1.0 and meta["false_alarms_per_caught_failure"] >= 0.0
     (check,) = checks
     assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
@@ -201,6 +218,47 @@ def test_precision_recall_auc_and_calibration_bands_by_hand(spark):
     ]
     assert [b["observed_failure_share"] for b in bands] == [0.0, 0.0, 1.0, 1.0, 0.5]
     assert [b["mean_predicted"] for b in bands] == pytest.approx([0.15, 0.25, 0.75, 0.85, 0.975])
+
+
+@pytest.mark.unit
+def test_lead_times_and_false_alarms_of_the_hold_out_s_worklists_by_hand(spark):
+    day = lambda d: date(2015, 3, d)  # noqa: E731
+    # (machine, day, label, probability of none): listed at failure probability >= 0.5
+    predictions = spark.createDataFrame(
+        [
+            (1, day(3), "comp1", 0.8),
+            (1, day(5), "comp1", 0.3),  # listed 3 days before its failure on 03-08
+            (1, day(7), "comp1", 0.2),  # and the day before
+            (2, day(5), "comp2", 0.9),  # never listed before its failure on 03-06
+            (3, day(1), "comp3", 0.5),  # listed (exactly 0.5) the day before its failure on 03-02
+            (4, day(10), "comp4", 0.1),  # listed 5 days before its failure on 03-15, after the hold-out
+            (5, day(4), "none", 0.4),  # listed, and nothing failed: a false alarm
+            (5, day(6), "none", 0.7),
+        ],
+        "machine_id int, date date, label string, probability_none double",
+    )
+    failures = spark.createDataFrame(
+        [
+            (1, datetime(2015, 3, 8, 6), "comp1"),
+            (1, datetime(2015, 3, 8, 6), "comp2"),  # the same machine and day: one failure for the crews
+            (2, datetime(2015, 3, 6, 6), "comp2"),
+            (3, datetime(2015, 3, 2, 6), "comp3"),
+            (4, datetime(2015, 3, 15, 6), "comp4"),
+        ],
+        "machine_id int, datetime timestamp, failure string",
+    )
+    lead = lead_times(predictions, failures, (day(1), day(10)), 0.5)
+    # 1 day before: machines 1, 2 and 3 (machine 4's day before is after the hold-out); 1 and 3 were listed.
+    # 3 days before: 1 (listed) and 2 (03-03); 3's and 4's days lie outside. 5 days before: 1, 2 and 4 (listed).
+    assert [(r["days_before"], r["failures"], r["on_list"]) for r in lead["by_days_before"]] == [
+        (1, 3, 2),
+        (3, 2, 1),
+        (5, 3, 1),
+    ]
+    assert lead["by_days_before"][0]["share"] == pytest.approx(2 / 3)
+    # caught: listed on any of the 7 days before, of the failures whose day before was held out (1, 2, 3)
+    assert (lead["failures"], lead["caught"], lead["false_alarms"]) == (3, 2, 1)
+    assert lead["false_alarms_per_caught_failure"] == pytest.approx(0.5)
 
 
 @pytest.mark.unit

@@ -21,7 +21,13 @@ from pyspark.sql import functions as F
 
 from batch_scoring import settings
 from batch_scoring.lib.features import build_features, label_observations
-from batch_scoring.lib.model import FAILURE_CLASSES, ForestParams, predict, train_and_evaluate
+from batch_scoring.lib.model import (
+    DEFAULT_MIN_FAILURE_PROBABILITY,
+    FAILURE_CLASSES,
+    ForestParams,
+    predict,
+    train_and_evaluate,
+)
 from batch_scoring.lib.simulator import simulate_fleet
 from batch_scoring.lib.spark import build_spark_session
 
@@ -68,6 +74,15 @@ def main() -> None:
         print(f"  {band['failure_probability']}: {band['rows']:6d}  {band['observed_failure_share']:.2f}")
     failure_days, flagged = flagged_after_failure(evaluation, features, failures)
     print(f"failure days in the hold-out: {failure_days}; flagged again for the replaced component: {flagged}")
+    lead = evaluation.lead_time
+    print(f"worklists at >= {DEFAULT_MIN_FAILURE_PROBABILITY}: failures on the list k days before (of those held out)")
+    for row in lead["by_days_before"]:
+        print(f"  {row['days_before']} day(s): {row['on_list']} of {row['failures']}")
+    per_caught = lead["false_alarms_per_caught_failure"]
+    print(
+        f"caught within 7 days: {lead['caught']} of {lead['failures']} failures; {lead['false_alarms']} false alarms "
+        f"(machine-days), {per_caught if per_caught is None else round(per_caught, 2)} per caught failure"
+    )
     print(f"{time.perf_counter() - began:.0f} s")
 
 

@@ -33,6 +33,9 @@ FAILURE_CLASSES = CLASSES[1:]
 PROBABILITY_COLUMNS = [f"probability_{c}" for c in CLASSES]
 INDEXED = {name: f"{name}_index" for name in CATEGORICAL_FEATURES}
 CALIBRATION_BANDS = 10  # of predicted failure probability, 0.1 wide
+# the worklist's default: machines whose failure probability (1 - probability of none) reaches it are listed
+DEFAULT_MIN_FAILURE_PROBABILITY = 0.5
+LEAD_DAYS = (1, 3, 5)  # how many days before a failure the crews should have seen it on their list
 MODEL_INPUTS = [*NUMERIC_FEATURES, *INDEXED.values()]
 
 
@@ -198,6 +201,61 @@ def calibration_bands(predictions: DataFrame, bands: int = CALIBRATION_BANDS) ->
     ]
 
 
+def lead_times(
+    predictions: DataFrame, failures: DataFrame, held_out: tuple[date, date], threshold: float
+) -> dict[str, object]:
+    """How the hold-out's worklists (machine-days at failure probability >= `threshold`) met its failures.
+
+    A failure on day F is on the list k days before when its machine is listed on day F - k (the list of a day
+    reaches the crews the next morning); for each k of `LEAD_DAYS`, of the failures whose day F - k was held out,
+    the share listed then. A failure is caught when its machine is listed on any of the 7 days before it (the
+    horizon), counted over the failures whose day before lies in the hold-out; a false alarm is a listed
+    machine-day without a failure within its 7 days. A few figures per k are collected, nothing per row."""
+    first, last = held_out
+    horizon_days = HORIZON_HOURS // 24
+    listed = predictions.where(1 - F.col("probability_none") >= threshold).select(
+        "machine_id", "date", F.lit(True).alias("listed")
+    )
+    failure_days = failures.select("machine_id", F.to_date("datetime").alias("failure_day")).distinct()
+    run_up = failure_days.withColumn("days_before", F.explode(F.sequence(F.lit(1), F.lit(horizon_days)))).withColumn(
+        "date", F.date_sub("failure_day", F.col("days_before"))
+    )
+    looked_at = run_up.where(F.col("date").between(first, last)).join(listed, ["machine_id", "date"], "left")
+    per_failure = looked_at.groupBy("machine_id", "failure_day").agg(
+        *[F.max(F.when(F.col("days_before") == k, F.lit(1))).alias(f"seen_{k}") for k in LEAD_DAYS],
+        *[
+            F.max(F.when(F.col("days_before") == k, F.col("listed").isNotNull())).alias(f"on_list_{k}")
+            for k in LEAD_DAYS
+        ],
+        F.max(F.col("days_before") == 1).alias("whole_run_up"),
+        F.max(F.col("listed").isNotNull()).alias("caught"),
+    )
+    figures = per_failure.agg(
+        *[F.count(f"seen_{k}").alias(f"failures_{k}") for k in LEAD_DAYS],
+        *[F.count(F.when(F.col(f"on_list_{k}"), 1)).alias(f"listed_{k}") for k in LEAD_DAYS],
+        F.count(F.when(F.col("whole_run_up"), 1)).alias("failures"),
+        F.count(F.when(F.col("whole_run_up") & F.col("caught"), 1)).alias("caught"),
+    ).first()
+    false_alarm = (1 - F.col("probability_none") >= threshold) & (F.col("label") == CLASSES[0])
+    false_alarms = predictions.where(false_alarm).count()
+    caught = figures["caught"]
+    return {
+        "by_days_before": [
+            {
+                "days_before": k,
+                "failures": figures[f"failures_{k}"],
+                "on_list": figures[f"listed_{k}"],
+                "share": figures[f"listed_{k}"] / figures[f"failures_{k}"] if figures[f"failures_{k}"] else None,
+            }
+            for k in LEAD_DAYS
+        ],
+        "failures": figures["failures"],
+        "caught": caught,
+        "false_alarms": false_alarms,
+        "false_alarms_per_caught_failure": false_alarms / caught if caught else None,
+    }
+
+
 def majority_class(labelled: DataFrame) -> str:
     return labelled.groupBy("label").count().orderBy(F.desc("count"), "label").first()["label"]
 
@@ -239,6 +297,7 @@ class Evaluation:
     baseline_report: dict[str, object]
     pr_auc: dict[str, float | None]  # per failure class
     calibration: list[dict]
+    lead_time: dict[str, object]  # the hold-out's worklists against its failures (`lead_times`)
 
     @property
     def holdout_rows(self) -> int:
@@ -293,4 +352,7 @@ def train_and_evaluate(
         baseline_report=classification_report(confusion_counts(holdout, "baseline")),
         pr_auc=precision_recall_auc(holdout, supports),
         calibration=calibration_bands(holdout),
+        lead_time=lead_times(
+            holdout, failures, (split.holdout_first_day, last_labelled), DEFAULT_MIN_FAILURE_PROBABILITY
+        ),
     )

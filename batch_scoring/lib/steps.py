@@ -30,6 +30,7 @@ from batch_scoring.lib.ingest import (
     sources_fingerprint,
 )
 from batch_scoring.lib.model import (
+    DEFAULT_MIN_FAILURE_PROBABILITY,
     Evaluation,
     ForestParams,
     TrainedModel,
@@ -404,6 +405,20 @@ def _macro_pr_auc(pr_auc: dict[str, float | None]) -> float | None:
     return round(sum(known) / len(known), 4) if known else None
 
 
+def _lead_time_metadata(lead_time: dict[str, object]) -> dict[str, object]:
+    """The hold-out's worklists against its failures, as crews live them (`model.lead_times`)."""
+    caught, failures = lead_time["caught"], lead_time["failures"]
+    return {
+        "worklist_threshold": DEFAULT_MIN_FAILURE_PROBABILITY,
+        "failures_caught_share": _rounded(caught / failures if failures else None),
+        "false_alarms_per_caught_failure": _rounded(lead_time["false_alarms_per_caught_failure"], 2),
+        "lead_time": records(
+            [{**row, "share": _rounded(row["share"])} for row in lead_time["by_days_before"]],
+            [("days_before", "int"), ("failures", "int"), ("on_list", "int"), ("share", "float")],
+        ),
+    }
+
+
 def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
     report, baseline = evaluation.report, evaluation.baseline_report
     importances = feature_importances(evaluation.pipeline)[:TOP_FEATURES]
@@ -424,6 +439,7 @@ def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
             [("class", "string"), *[(m, "float") for m in ("precision", "recall", "f1")], ("support", "int")]
             + [(m, "float") for m in ("baseline_f1", "pr_auc", "class_share")],
         ),
+        **_lead_time_metadata(evaluation.lead_time),
         "calibration": records(
             evaluation.calibration,
             [("failure_probability", "string"), ("rows", "int")]

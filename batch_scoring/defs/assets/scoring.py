@@ -9,7 +9,7 @@ from batch_scoring.defs.metadata import column_schema, step_results
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
 from batch_scoring.lib import steps
 from batch_scoring.lib.crew_page import BASELINE_DAYS, HISTORY_DAYS
-from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.model import DEFAULT_MIN_FAILURE_PROBABILITY, TrainedModel
 from batch_scoring.lib.scoring import CREW_CSV_SCHEMA, PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, MAX_FAILURE_SHARE_CHANGE
 
@@ -66,7 +66,7 @@ def daily_predictions(
 
 class WorklistConfig(dg.Config):
     min_failure_probability: float = Field(
-        default=0.5,
+        default=DEFAULT_MIN_FAILURE_PROBABILITY,
         description="Machines whose probability of a component failing within 7 days reaches this go on the list.",
     )
 
