@@ -309,9 +309,21 @@ def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
             f"(majority-class baseline {model['baseline_macro_f1']:.3f}), trained on {model['training_days']}, "
             f"held out {model['holdout_days']}\n  saved at {model['path']}"
         )
+        lines.append("  " + _lead_time_line(model))
     for check in checks:
         lines.append(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}: {check.description}")
     return "\n".join(lines)
+
+
+def _lead_time_line(model: dict[str, object]) -> str:
+    """The hold-out's worklists as crews would have lived them: failures on the list the day before, false alarms."""
+    day_before = model["lead_time"].records[0].data
+    per_caught = model["false_alarms_per_caught_failure"]
+    alarms = "no failure caught" if per_caught is None else f"{per_caught:.2f} false alarms per failure caught"
+    return (
+        f"hold-out worklists (failure probability >= {model['worklist_threshold']}): {day_before['on_list']} of "
+        f"{day_before['failures']} failures listed the day before; {alarms}"
+    )
 
 
 def scoring_summary(latest: dict[str, dict[str, object]], day: date) -> str:
