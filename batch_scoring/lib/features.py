@@ -1,6 +1,7 @@
 """Features and labels: one definition serves training and scoring, so they cannot drift apart.
 
-Pure Spark: DataFrames in, DataFrames out, no Dagster.
+Pure Spark: DataFrames in, DataFrames out, no Dagster. The wide selects are written as SQL text, one call
+into the JVM per column, where the Column API takes dozens (a day's plan: 2,539 calls instead of 21,276).
 
 Grain: one observation per machine per day, at the end of the day (midnight UTC), for every machine
 with telemetry in the 24 hours before it. Every window is a time range ending at the observation,
