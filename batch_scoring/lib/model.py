@@ -47,6 +47,11 @@ class ForestParams:
     seed: int = 42
 
 
+def failure_probability() -> Column:
+    """The probability that some component fails within 7 days: 1 - the probability of none."""
+    return 1.0 - F.col("probability_none")
+
+
 def class_index(column: Column) -> Column:
     """The fixed index of a class name, as a nominal column MLlib reads the number of classes from."""
     index = F.lit(None).cast("double")
@@ -178,7 +183,7 @@ def calibration_bands(predictions: DataFrame, bands: int = CALIBRATION_BANDS) ->
     """Rows by band of predicted failure probability (1 - probability of none), with the band's mean prediction and
     the share of its rows that did fail within 7 days: where a calibrated model's two agree. Bands without rows are
     left out (at most `bands` rows are collected)."""
-    failing = 1 - F.col("probability_none")
+    failing = failure_probability()
     band = F.least(F.floor(failing * bands), F.lit(bands - 1)).cast("int")
     grouped = (
         predictions.groupBy(band.alias("band"))
@@ -213,9 +218,8 @@ def lead_times(
     machine-day without a failure within its 7 days. A few figures per k are collected, nothing per row."""
     first, last = held_out
     horizon_days = HORIZON_HOURS // 24
-    listed = predictions.where(1 - F.col("probability_none") >= threshold).select(
-        "machine_id", "date", F.lit(True).alias("listed")
-    )
+    on_list = failure_probability() >= threshold
+    listed = predictions.where(on_list).select("machine_id", "date", F.lit(True).alias("listed"))
     failure_days = failures.select("machine_id", F.to_date("datetime").alias("failure_day")).distinct()
     run_up = failure_days.withColumn("days_before", F.explode(F.sequence(F.lit(1), F.lit(horizon_days)))).withColumn(
         "date", F.date_sub("failure_day", F.col("days_before"))
@@ -227,19 +231,19 @@ def lead_times(
             F.max(F.when(F.col("days_before") == k, F.col("listed").isNotNull())).alias(f"on_list_{k}")
             for k in LEAD_DAYS
         ],
-        F.max(F.col("days_before") == 1).alias("whole_run_up"),
+        F.max(F.col("days_before") == 1).alias("day_before_held_out"),
         F.max(F.col("listed").isNotNull()).alias("caught"),
     )
     figures = per_failure.agg(
         *[F.count(f"seen_{k}").alias(f"failures_{k}") for k in LEAD_DAYS],
         *[F.count(F.when(F.col(f"on_list_{k}"), 1)).alias(f"listed_{k}") for k in LEAD_DAYS],
-        F.count(F.when(F.col("whole_run_up"), 1)).alias("failures"),
-        F.count(F.when(F.col("whole_run_up") & F.col("caught"), 1)).alias("caught"),
+        F.count(F.when(F.col("day_before_held_out"), 1)).alias("failures"),
+        F.count(F.when(F.col("day_before_held_out") & F.col("caught"), 1)).alias("caught"),
     ).first()
-    false_alarm = (1 - F.col("probability_none") >= threshold) & (F.col("label") == CLASSES[0])
-    false_alarms = predictions.where(false_alarm).count()
+    false_alarms = predictions.where(on_list & (F.col("label") == CLASSES[0])).count()
     caught = figures["caught"]
     return {
+        "threshold": threshold,
         "by_days_before": [
             {
                 "days_before": k,

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from batch_scoring.lib.features import CLASSES
-from batch_scoring.lib.model import FAILURE_CLASSES, PROBABILITY_COLUMNS, predict
+from batch_scoring.lib.model import FAILURE_CLASSES, PROBABILITY_COLUMNS, failure_probability, predict
 from batch_scoring.lib.tables import required_schema
 
 PREDICTIONS_SCHEMA = required_schema(
@@ -64,7 +64,7 @@ def score(model: PipelineModel, features: DataFrame, model_version: str, scored_
         "observed_at",
         "predicted_component",
         *PROBABILITY_COLUMNS,
-        (1.0 - F.col("probability_none")).alias("failure_probability"),
+        failure_probability().alias("failure_probability"),
         F.lit(model_version).alias("model_version"),
         F.lit(scored_at).cast("timestamp").alias("scored_at"),
         "date",

@@ -30,7 +30,6 @@ from batch_scoring.lib.ingest import (
     sources_fingerprint,
 )
 from batch_scoring.lib.model import (
-    DEFAULT_MIN_FAILURE_PROBABILITY,
     Evaluation,
     ForestParams,
     TrainedModel,
@@ -409,7 +408,7 @@ def _lead_time_metadata(lead_time: dict[str, object]) -> dict[str, object]:
     """The hold-out's worklists against its failures, as crews live them (`model.lead_times`)."""
     caught, failures = lead_time["caught"], lead_time["failures"]
     return {
-        "worklist_threshold": DEFAULT_MIN_FAILURE_PROBABILITY,
+        "worklist_threshold": lead_time["threshold"],
         "failures_caught_share": _rounded(caught / failures if failures else None),
         "false_alarms_per_caught_failure": _rounded(lead_time["false_alarms_per_caught_failure"], 2),
         "lead_time": records(
