@@ -322,8 +322,13 @@ def _lead_time_line(model: dict[str, object]) -> str:
     alarms = "no failure caught" if per_caught is None else f"{per_caught:.2f} false alarms per failure caught"
     return (
         f"hold-out worklists (failure probability >= {model['worklist_threshold']}): {day_before['on_list']} of "
-        f"{day_before['failures']} failures listed the day before; {alarms}"
+        f"{day_before['failures']} failures listed the day before; {alarms}; by machine-day, precision "
+        f"{_figure(model['worklist_precision'])} and recall {_figure(model['worklist_recall'])}"
     )
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def scoring_summary(latest: dict[str, dict[str, object]], day: date) -> str:

@@ -148,6 +148,7 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert [row["days_before"] for row in lead] == [1, 3, 5] and lead[0]["failures"] == held_out_failures > 0
     assert all(row["on_list"] <= row["failures"] for row in lead)
     assert 0.0 < meta["failures_caught_share"] <= 1.0 and meta["false_alarms_per_caught_failure"] >= 0.0
+    assert 0.0 < meta["worklist_precision"] <= 1.0 and 0.0 < meta["worklist_recall"] <= 1.0
     (check,) = checks
     assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
@@ -259,6 +260,10 @@ def test_lead_times_and_false_alarms_of_the_hold_out_s_worklists_by_hand(spark):
     # caught: listed on any of the 7 days before, of the failures whose day before was held out (1, 2, 3)
     assert (lead["failures"], lead["caught"], lead["false_alarms"]) == (3, 2, 1)
     assert lead["false_alarms_per_caught_failure"] == pytest.approx(0.5)
+    # by machine-day: listed at 03-05, 03-07 (machine 1), 03-01 (3), 03-10 (4) and 03-04 (5, the false alarm);
+    # six machine-days had a failure within 7 days (all but machine 5's), machine 2's and machine 1's 03-03 unlisted
+    assert (lead["machine_days_listed"], lead["machine_days_failing"]) == (5, 6)
+    assert lead["precision"] == pytest.approx(4 / 5) and lead["recall"] == pytest.approx(4 / 6)
 
 
 @pytest.mark.unit

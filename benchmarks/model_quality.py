@@ -83,6 +83,10 @@ def main() -> None:
         f"caught within 7 days: {lead['caught']} of {lead['failures']} failures; {lead['false_alarms']} false alarms "
         f"(machine-days), {per_caught if per_caught is None else round(per_caught, 2)} per caught failure"
     )
+    print(
+        f"by machine-day: {lead['machine_days_listed']} listed, {lead['machine_days_failing']} with a failure within "
+        f"7 days; precision {lead['precision']:.3f}, recall {lead['recall']:.3f}"
+    )
     print(f"{time.perf_counter() - began:.0f} s")
 
 

@@ -215,7 +215,9 @@ def lead_times(
     reaches the crews the next morning); for each k of `LEAD_DAYS`, of the failures whose day F - k was held out,
     the share listed then. A failure is caught when its machine is listed on any of the 7 days before it (the
     horizon), counted over the failures whose day before lies in the hold-out; a false alarm is a listed
-    machine-day without a failure within its 7 days. A few figures per k are collected, nothing per row."""
+    machine-day without a failure within its 7 days. The list's precision and recall by machine-day: of the
+    listed machine-days, the share with a failure within 7 days; of the machine-days with one, the share listed.
+    A few figures per k are collected, nothing per row."""
     first, last = held_out
     horizon_days = HORIZON_HOURS // 24
     on_list = failure_probability() >= threshold
@@ -240,7 +242,14 @@ def lead_times(
         F.count(F.when(F.col("day_before_held_out"), 1)).alias("failures"),
         F.count(F.when(F.col("day_before_held_out") & F.col("caught"), 1)).alias("caught"),
     ).first()
-    false_alarms = predictions.where(on_list & (F.col("label") == CLASSES[0])).count()
+    failing = F.col("label") != CLASSES[0]
+    machine_days = predictions.agg(
+        F.count(F.when(on_list, 1)).alias("listed"),
+        F.count(F.when(on_list & failing, 1)).alias("listed_failing"),
+        F.count(F.when(failing, 1)).alias("failing"),
+    ).first()
+    listed, listed_failing, failing_days = machine_days
+    false_alarms = listed - listed_failing
     caught = figures["caught"]
     return {
         "threshold": threshold,
@@ -257,6 +266,10 @@ def lead_times(
         "caught": caught,
         "false_alarms": false_alarms,
         "false_alarms_per_caught_failure": false_alarms / caught if caught else None,
+        "machine_days_listed": listed,
+        "machine_days_failing": failing_days,
+        "precision": listed_failing / listed if listed else None,
+        "recall": listed_failing / failing_days if failing_days else None,
     }
 
 

@@ -411,6 +411,9 @@ def _lead_time_metadata(lead_time: dict[str, object]) -> dict[str, object]:
         "worklist_threshold": lead_time["threshold"],
         "failures_caught_share": _rounded(caught / failures if failures else None),
         "false_alarms_per_caught_failure": _rounded(lead_time["false_alarms_per_caught_failure"], 2),
+        # by machine-day: of the listed, the share that failed within 7 days; of those that failed, the share listed
+        "worklist_precision": _rounded(lead_time["precision"]),
+        "worklist_recall": _rounded(lead_time["recall"]),
         "lead_time": records(
             [{**row, "share": _rounded(row["share"])} for row in lead_time["by_days_before"]],
             [("days_before", "int"), ("failures", "int"), ("on_list", "int"), ("share", "float")],
