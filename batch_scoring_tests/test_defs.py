@@ -84,6 +84,7 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
         "maintenance_worklist": "scoring",
         "maintenance_worklist_csv": "scoring",
         "maintenance_worklist_page": "scoring",
+        "prediction_outcomes": "outcomes",
     }
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key} has no description"
@@ -100,8 +101,26 @@ def test_definitions_load_without_warnings_and_hold_every_asset_job_schedule_and
     assert (own_past.start_offset, own_past.end_offset) == (-7, -1)
     telemetry = defs.resolve_assets_def("features").get_partition_mapping_for_dep(dg.AssetKey("raw_telemetry"))
     assert (telemetry.start_offset, telemetry.end_offset) == (-19, 0)
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"ingest_job", "training_job", "daily_scoring_job"}
-    assert [s.name for s in defs.schedules] == ["daily_scoring_schedule"]
+    # a day's outcomes: the predictions and list of 7 days before, the failures of the 7 days up to it
+    outcomes = defs.resolve_assets_def("prediction_outcomes")
+    mappings = {
+        name: outcomes.get_partition_mapping_for_dep(dg.AssetKey(name))
+        for name in ("daily_predictions", "maintenance_worklist", "raw_failures", "prediction_outcomes")
+    }
+    assert {name: (m.start_offset, m.end_offset) for name, m in mappings.items()} == {
+        "daily_predictions": (-7, -7),
+        "maintenance_worklist": (-7, -7),
+        "raw_failures": (-6, 0),
+        "prediction_outcomes": (-27, -1),
+    }
+    jobs = {job.name: job for job in defs.resolve_all_job_defs()}
+    assert set(jobs) >= {"ingest_job", "training_job", "daily_scoring_job", "outcomes_job"}
+    assert {key.to_user_string() for key in jobs["outcomes_job"].asset_layer.executable_asset_keys} == {
+        "raw_failures",
+        "quarantine/raw_failures",
+        "prediction_outcomes",
+    }
+    assert [s.name for s in defs.schedules] == ["daily_scoring_schedule", "prediction_outcomes_schedule"]
     assert [s.name for s in defs.sensors] == ["new_data_sensor"]
 
 

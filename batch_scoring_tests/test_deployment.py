@@ -172,6 +172,7 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
         "maintenance_worklist": "scoring",
         "maintenance_worklist_csv": "scoring",
         "maintenance_worklist_page": "scoring",
+        "prediction_outcomes": "outcomes",
     }
     assert all(node["description"] for node in nodes)
 

@@ -9,7 +9,7 @@ from batch_scoring.defs.assets.scoring import CREW_PAGES_KEY, WORKLIST_FILES_KEY
 from batch_scoring.defs.io_managers import CrewPages, WarehouseIOManager, WorklistFiles
 from batch_scoring.defs.jobs import JOBS
 from batch_scoring.defs.resources import InputFiles, SparkResource, Warehouse, env_var_or_default
-from batch_scoring.defs.schedules import daily_scoring_schedule
+from batch_scoring.defs.schedules import daily_scoring_schedule, prediction_outcomes_schedule
 from batch_scoring.defs.sensors import new_data_sensor
 
 
@@ -49,7 +49,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=JOBS,
-        schedules=[daily_scoring_schedule],
+        schedules=[daily_scoring_schedule, prediction_outcomes_schedule],
         sensors=[new_data_sensor],
         resources=resources,
         # one process per run, so one SparkSession serves every step of a run

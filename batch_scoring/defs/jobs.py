@@ -33,7 +33,15 @@ daily_scoring_job = dg.define_asset_job(
     "crews. The schedule's and the sensor's runs leave raw_machines out while its files are unchanged.",
 )
 
-JOBS = [ingest_job, training_job, daily_scoring_job]
+# a day's failures, and the outcomes of the predictions whose 7 days ended with it
+outcomes_job = dg.define_asset_job(
+    "outcomes_job",
+    selection=dg.AssetSelection.assets("raw_failures", ["quarantine", "raw_failures"], "prediction_outcomes"),
+    description="Ingest a day's failures and join the predictions of 7 days before with the failures that followed: "
+    "the worklist's realized precision and recall.",
+)
+
+JOBS = [ingest_job, training_job, daily_scoring_job, outcomes_job]
 
 MACHINES_KEYS = {dg.AssetKey(MACHINES.asset), dg.AssetKey.from_user_string(quarantine_table(MACHINES))}
 DATA_VERSION_TAG = "dagster/data_version"

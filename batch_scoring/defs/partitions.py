@@ -39,10 +39,10 @@ class MissingDays:
     QUIET = "quiet"  # an event log: a day without rows is a day without events, nothing to check
 
 
-def lookback(days: int, *, key: str | None = None, skip_own_day: bool = False, missing: str) -> dg.AssetIn:
-    """An input of the `days` days up to each partition's own day (or, `skip_own_day`, up to the day before:
-    a self-dependency), none before the first day."""
-    end = -1 if skip_own_day else 0
+def lookback(days: int, *, key: str | None = None, days_before: int = 0, missing: str) -> dg.AssetIn:
+    """An input of the `days` days up to each partition's own day, or up to `days_before` days before it (1: a
+    self-dependency's earlier days), none before the first day."""
+    end = -days_before
     return dg.AssetIn(
         key=key,
         partition_mapping=dg.TimeWindowPartitionMapping(

@@ -46,6 +46,7 @@ from batch_scoring.lib.features import (
     TELEMETRY_LOOKBACK_DAYS,
 )
 from batch_scoring.lib.model import TrainedModel
+from batch_scoring.lib.outcomes import OUTCOME_DELAY_DAYS, OUTCOMES_SCHEMA, RECENT_OUTCOME_DAYS
 from batch_scoring.lib.progress import progress_logged_to
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import CheckOutcome, Location, Produced, Records, StepFailed, StepOutcome, day_keys
@@ -217,6 +218,20 @@ def _maintenance_worklist_page_step(scope: RunScope, inputs: StepInputs) -> Step
     )
 
 
+def _prediction_outcomes_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
+    predicted_on = [day - timedelta(days=OUTCOME_DELAY_DAYS) for day in scope.days]
+    return steps.outcomes(
+        inputs.earlier_days("daily_predictions", PREDICTIONS_SCHEMA, predicted_on),
+        inputs.earlier_days("maintenance_worklist", WORKLIST_SCHEMA, predicted_on),
+        inputs.table(FAILURES.asset, FAILURES.schema, _reaching_back(scope, OUTCOME_DELAY_DAYS)),
+        inputs.earlier_days(
+            "prediction_outcomes", OUTCOMES_SCHEMA, _days_before(scope.days[0], RECENT_OUTCOME_DAYS - 1)
+        ),
+        inputs.model().manifest,
+        scope.days,
+    )
+
+
 # each step with the assets it makes, upstream first (the graph's order)
 STEPS: list[tuple[tuple[str, ...], Callable[[RunScope, StepInputs], StepOutcome]]] = [
     *(
@@ -228,6 +243,7 @@ STEPS: list[tuple[tuple[str, ...], Callable[[RunScope, StepInputs], StepOutcome]
     (("daily_predictions",), _daily_predictions_step),
     (("maintenance_worklist", "maintenance_worklist_csv"), _maintenance_worklist_step),
     (("maintenance_worklist_page",), _maintenance_worklist_page_step),
+    (("prediction_outcomes",), _prediction_outcomes_step),
 ]
 
 

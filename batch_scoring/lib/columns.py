@@ -46,6 +46,9 @@ COLUMN_DESCRIPTIONS = {
     "failure_probability_percent": "probability that some component fails within 7 days, percent",
     "component_probability_percent": "probability that this component fails within 7 days, percent",
     "observed_at_utc": "time of the observation, UTC (YYYY-MM-DD HH:MM): the end of the day",
+    "predicted_on": "day (UTC) of the prediction, 7 days before the day its 168 hours ended",
+    "listed_for": "component the machine was on that day's worklist for, or none (not listed)",
+    "failed_component": "first component that failed in the 168 hours after the observation, or none",
 }
 _PATTERNS = (
     (r"(\w+)_(mean|std|min|max)_(\d+)h", lambda m: f"{SENSOR_UNITS[m[1]]}: {STATISTICS[m[2]]} over the last {m[3]} h"),

@@ -37,6 +37,14 @@ from batch_scoring.lib.model import (
     feature_importances,
     train_and_evaluate,
 )
+from batch_scoring.lib.outcomes import (
+    OUTCOME_DELAY_DAYS,
+    OUTCOMES_SCHEMA,
+    RECENT_OUTCOME_DAYS,
+    outcome_counts,
+    prediction_outcomes,
+    worklist_figures,
+)
 from batch_scoring.lib.scoring import (
     CREW_CSV_SCHEMA,
     PREDICTIONS_SCHEMA,
@@ -63,6 +71,11 @@ TOP_WORKLIST_ROWS = 10
 MAX_FAILURE_SHARE_CHANGE = 0.10  # a warning when a day's predicted-failure share moves further than this
 QUARANTINE_CHECK = "quarantined_share_within_limit"
 MODEL_CHECK = "usable_for_scoring"
+OUTCOMES_CHECK = "worklist_holds_up"
+# the outcomes check warns when the last weeks' realized precision or recall fall this far below the hold-out's,
+# once at least this many listed (for precision) or failing (for recall) machine-days are in them
+MAX_OUTCOME_SHORTFALL = 0.15
+MIN_OUTCOME_MACHINE_DAYS = 20
 
 
 @dataclass(frozen=True)
@@ -488,6 +501,8 @@ def train(features: DataFrame, failures: DataFrame, settings: TrainingSettings, 
         "params": settings.forest.__dict__,
         "macro_f1": macro_f1,
         "baseline_macro_f1": baseline_f1,
+        # what prediction_outcomes compares the lists' realized figures with
+        "worklist": {key: evaluation.lead_time[key] for key in ("threshold", "precision", "recall")},
         "check": {"passed": passed, "reason": reason},
     }
     check = CheckOutcome(
@@ -635,4 +650,104 @@ def crew_pages(worklist: DataFrame, predictions: DataFrame, features: DataFrame,
                 per_day={day: {"machines_listed": n} for day, n in counts.items()},
             )
         ]
+    )
+
+
+# ---- outcomes
+
+
+def _figures_metadata(figures: Mapping[str, object]) -> dict[str, object]:
+    return {
+        "worklist_precision": _rounded(figures["precision"]),
+        "worklist_recall": _rounded(figures["recall"]),
+        "machine_days_listed": figures["listed"],
+        "machine_days_failing": figures["failing"],
+    }
+
+
+def _worklist_holds_up(recent: Mapping[str, object], days_judged: int, held_out: Mapping | None) -> CheckOutcome:
+    """The lists' realized precision and recall over the recent days of outcomes against the model's hold-out
+    figures: a warning when either falls clearly below, judged only on enough machine-days."""
+    metadata = {**_figures_metadata(recent), "days_judged": days_judged}
+    if not held_out or held_out.get("precision") is None:
+        return CheckOutcome(
+            "prediction_outcomes",
+            OUTCOMES_CHECK,
+            passed=True,
+            warn_only=True,
+            metadata=metadata,
+            description="Not judged: the newest usable model records no hold-out figures of its worklists",
+        )
+    metadata.update(held_out_precision=_rounded(held_out["precision"]), held_out_recall=_rounded(held_out["recall"]))
+    shortfalls, too_few = [], []
+    for figure, base in (("precision", "listed"), ("recall", "failing")):
+        if recent[base] < MIN_OUTCOME_MACHINE_DAYS:
+            too_few.append(f"{figure} ({recent[base]} {base} machine-days)")
+        elif held_out[figure] is not None and held_out[figure] - recent[figure] > MAX_OUTCOME_SHORTFALL:
+            shortfalls.append(f"{figure} {recent[figure]:.2f} against {held_out[figure]:.2f} held out")
+    said = [f"below the hold-out by more than {MAX_OUTCOME_SHORTFALL}: " + ", ".join(shortfalls)] if shortfalls else []
+    said += [f"not judged, too few outcomes: {', '.join(too_few)}"] if too_few else []
+    return CheckOutcome(
+        "prediction_outcomes",
+        OUTCOMES_CHECK,
+        passed=not shortfalls,
+        warn_only=True,
+        metadata=metadata,
+        description=f"The last {days_judged} days of outcomes: " + ("; ".join(said) or "as good as held out"),
+    )
+
+
+def outcomes(
+    predictions: DataFrame,
+    worklist: DataFrame,
+    failures: DataFrame,
+    earlier_outcomes: DataFrame,
+    model_manifest: Mapping[str, object],
+    days: list[date],
+) -> StepOutcome:
+    """The outcomes of the predictions whose 7 days ended on `days` (`lib.outcomes`), the lists' realized figures,
+    and the check of the recent days' figures against the newest usable model's hold-out."""
+    rows = prediction_outcomes(predictions, worklist, failures, days[-1]).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = outcome_counts(rows)
+    run_counts = [counts[day] for day in days if day in counts]
+    recent_days = [days[0] - timedelta(days=n) for n in range(RECENT_OUTCOME_DAYS - len(days), 0, -1)] + days
+    earlier = outcome_counts(earlier_outcomes.where(F.col("date") < F.lit(days[0])))
+    recent_counts = [counts.get(day) or earlier[day] for day in recent_days if day in counts or day in earlier]
+    figures = worklist_figures(run_counts)
+    LOG.info(
+        "prediction_outcomes: %s machine-days predicted %s .. %s, their 7 days ended %s",
+        f"{figures['machine_days']:,}",
+        days[0] - timedelta(days=OUTCOME_DELAY_DAYS),
+        days[-1] - timedelta(days=OUTCOME_DELAY_DAYS),
+        day_span(days),
+    )
+    metadata = {
+        **_figures_metadata(figures),
+        "by_component": records(
+            [
+                {**row, "precision": _rounded(row["precision"]), "recall": _rounded(row["recall"])}
+                for row in figures["by_component"]
+            ],
+            [
+                ("component", "string"),
+                ("listed", "int"),
+                ("failed", "int"),
+                ("listed_and_failed", "int"),
+                ("precision", "float"),
+                ("recall", "float"),
+            ],
+        ),
+        "days_without_predictions": [day.isoformat() for day in days if day not in counts],
+    }
+    per_day = {
+        day.isoformat(): {
+            ROW_COUNT_KEY: counts[day]["machine_days"],
+            **_figures_metadata(worklist_figures([counts[day]])),
+        }
+        for day in days
+        if day in counts
+    }
+    check = _worklist_holds_up(worklist_figures(recent_counts), len(recent_counts), model_manifest.get("worklist"))
+    return StepOutcome(
+        [Produced("prediction_outcomes", rows, metadata, OUTCOMES_SCHEMA, day_keys(days), per_day=per_day)], [check]
     )

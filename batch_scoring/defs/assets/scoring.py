@@ -30,7 +30,7 @@ CREW_PAGES_KEY = "crew_pages"  # the IO manager writing the crews' HTML pages
     # days not scored yet are allowed and named in the check
     ins={
         "trailing_predictions": lookback(
-            TRAILING_DAYS, key="daily_predictions", skip_own_day=True, missing=MissingDays.ALLOWED
+            TRAILING_DAYS, key="daily_predictions", days_before=1, missing=MissingDays.ALLOWED
         )
     },
     check_specs=[
