@@ -338,6 +338,7 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
             f"{deployment.url}/assets/daily_predictions?view=lineage&lineageScope=neighbors&lineageDepth=3",
             ARTIFACTS / "asset_lineage.png",
             tmp_path,
+            window="3200,2000",  # five groups side by side, each node still showing its status
         )
     )
     for name in ASSETS:
@@ -345,9 +346,11 @@ def test_the_ui_shows_the_whole_lineage_and_the_scored_partitions(deployment, la
     for group in ("raw", "features", "model", "scoring"):
         assert f" {group} " in lineage
     # the two assets without days (raw_machines and the model) were materialized by the quick start's training run;
-    # the nine daily assets (the four event tables and the crews' page among them) say how many days are filled
+    # the ten daily assets (the four event tables, the crews' page and the outcomes among them) say how many days
+    # are filled, the outcomes none: no day's 7 days have been measured here
     assert lineage.count("Materialized") == 2 and "Never materialized" not in lineage
-    assert lineage.count("% filled") == 9 and "3 / 3 Passed" in lineage
+    assert lineage.count("% filled") == 10 and "3 / 3 Passed" in lineage
+    assert re.search(r"prediction_outcomes Latest event Asset checks 0 / 1 Passed Partitions 0% filled", lineage)
     # the model's page (its metadata table loads after the page's text is taken: the screenshot has it, and the
     # page's own query serves the hold-out figures of the quick start's training run)
     model = text_of(
