@@ -237,9 +237,11 @@ def _train_and_score(
     from batch_scoring.defs.partitions import partition_range_tags
 
     print(f"Running training_job for {first} .. {last} into {warehouse_dir} ...")
-    # hold out the last fifth of the days (at most the model's default 60) for evaluation
+    # hold out the last fifth of the days (at most the model's default 60) for evaluation, and choose the
+    # worklist's threshold on as many days before them
     days = (last - first).days + 1
-    model_config = {"ops": {"failure_model": {"config": {"holdout_days": min(60, days // 5)}}}}
+    period = min(60, days // 5)
+    model_config = {"ops": {"failure_model": {"config": {"holdout_days": period, "validation_days": period}}}}
     training = _run_job(
         instance,
         "training_job",
@@ -308,6 +310,10 @@ def training_summary(latest: dict[str, dict[str, object]], checks) -> str:
             f"\nfailure_model {model['version']}: hold-out macro F1 {model['macro_f1']:.3f} "
             f"(majority-class baseline {model['baseline_macro_f1']:.3f}), trained on {model['training_days']}, "
             f"held out {model['holdout_days']}\n  saved at {model['path']}"
+        )
+        lines.append(
+            f"  worklist threshold {model['worklist_threshold']}, chosen on the validation days "
+            f"{model['validation_days']}: {model['worklist_threshold_choice']}"
         )
         lines.append("  " + _lead_time_line(model))
     for check in checks:

@@ -117,7 +117,14 @@ def dagster_resources(input_dir: Path, warehouse_dir: Path, catalog_schema: str 
     return pipeline_resources(TEST_SPARK, str(input_dir), str(warehouse_dir), catalog_schema)
 
 
-SMALL_FOREST = {"num_trees": 15, "max_depth": 8, "holdout_days": 30}
+# no search on the validation days: the threshold alone is chosen there
+SMALL_FOREST = {
+    "num_trees": 15,
+    "max_depth": 8,
+    "holdout_days": 30,
+    "search_max_depths": [],
+    "search_class_weightings": [],
+}
 
 
 def materialize(input_dir, warehouse, selection, model_config=None, run_config=None, raise_on_error=True, **kwargs):

@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.defs.metadata import materialized_metadata
@@ -49,6 +50,7 @@ from batch_scoring_tests.conftest import (
     copy_warehouse,
     create_instance,
     dagster_command,
+    model_manifests,
 )
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
 
@@ -207,12 +209,14 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
         read_day(spark, w, "daily_predictions", PREDICTIONS_SCHEMA).drop("scored_at") for w in (warehouse, local)
     ]
     assert predictions[0].count() == 30 and predictions[0].exceptAll(predictions[1]).isEmpty()
-    # the run config reached the compute: every machine is listed, the quick start's (from 0.5) first
+    # the run config reached the compute: every machine is listed, the quick start's (from the model's threshold)
+    # first
     worklists = [read_day(spark, w, "maintenance_worklist", WORKLIST_SCHEMA) for w in (warehouse, local)]
     listed_locally = worklists[1].count()
     assert worklists[0].count() == 30 and 0 < listed_locally < 30
-    from_half = worklists[0].where("failure_probability >= 0.5")
-    assert from_half.exceptAll(worklists[1]).isEmpty() and worklists[1].exceptAll(from_half).isEmpty()
+    threshold = model_manifests(spark, local)[-1]["worklist"]["threshold"]
+    from_threshold = worklists[0].where(F.col("failure_probability") >= threshold)
+    assert from_threshold.exceptAll(worklists[1]).isEmpty() and worklists[1].exceptAll(from_threshold).isEmpty()
     csv_files = [w / "worklists" / f"maintenance_worklist_{DAY}.csv" for w in (warehouse, local)]
     remote_csv, local_csv = (path.read_text().splitlines() for path in csv_files)
     assert len(remote_csv) == 31 and remote_csv[: 1 + listed_locally] == local_csv

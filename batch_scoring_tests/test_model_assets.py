@@ -18,11 +18,15 @@ from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.model import (
     PROBABILITY_COLUMNS,
     TrainedModel,
+    WorklistTarget,
     calibration_bands,
+    choose_threshold,
     lead_times,
     precision_recall_auc,
+    threshold_table,
+    with_class_weights,
 )
-from batch_scoring.lib.steps import MODEL_CHECK
+from batch_scoring.lib.steps import MODEL_CHECK, forest_candidates, worklist_threshold
 from batch_scoring.lib.tables import FAILURES
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import ModelNotUsable
@@ -149,6 +153,15 @@ def test_failure_model_beats_the_baseline_on_a_later_holdout_and_is_kept_as_a_ve
     assert all(row["on_list"] <= row["failures"] for row in lead)
     assert 0.0 < meta["failures_caught_share"] <= 1.0 and meta["false_alarms_per_caught_failure"] >= 0.0
     assert 0.0 < meta["worklist_precision"] <= 1.0 and 0.0 < meta["worklist_recall"] <= 1.0
+    # the worklist's threshold was chosen on as many days before the training days' end, never on the hold-out
+    assert meta["validation_days"] == "2015-02-28 .. 2015-03-23"
+    search = {r.data["threshold"]: r.data for r in meta["threshold_search"].records}
+    assert sorted(search) == [round(0.05 * step, 2) for step in range(1, 20)]
+    chosen = search[meta["worklist_threshold"]]
+    assert (chosen["precision"] >= 0.8) == meta["worklist_threshold_choice"].startswith("the lowest threshold")
+    (manifest,) = model_manifests(spark, quickstart.warehouse)
+    assert manifest["worklist"]["threshold"] == meta["worklist_threshold"]
+    assert manifest["worklist"]["chosen"] == meta["worklist_threshold_choice"]
     (check,) = checks
     assert (check.check_name, check.passed) == (MODEL_CHECK, True)
 
@@ -264,6 +277,77 @@ def test_lead_times_and_false_alarms_of_the_hold_out_s_worklists_by_hand(spark):
     # six machine-days had a failure within 7 days (all but machine 5's), machine 2's and machine 1's 03-03 unlisted
     assert (lead["machine_days_listed"], lead["machine_days_failing"]) == (5, 6)
     assert lead["precision"] == pytest.approx(4 / 5) and lead["recall"] == pytest.approx(4 / 6)
+
+
+@pytest.mark.unit
+def test_the_worklist_threshold_is_the_lowest_reaching_the_target_precision_within_the_capacity(spark):
+    day = lambda d: date(2015, 3, d)  # noqa: E731
+    # (machine, day, label, failure probability): five machine-days failing within 7 days, four not
+    rows = [
+        (1, day(1), "comp1", 0.9),
+        (2, day(1), "comp2", 0.7),
+        (3, day(1), "none", 0.6),
+        (4, day(1), "none", 0.3),
+        (1, day(2), "comp1", 0.95),
+        (2, day(2), "comp2", 0.5),
+        (3, day(2), "comp3", 0.25),
+        (4, day(2), "none", 0.1),
+        (5, day(2), "none", 0.05),
+    ]
+    predictions = spark.createDataFrame(
+        [(m, d, label, 1.0 - p) for m, d, label, p in rows],
+        "machine_id int, date date, label string, probability_none double",
+    )
+    table = {row["threshold"]: row for row in threshold_table(predictions, [0.25, 0.5, 0.65, 0.9])}
+    # at 0.25: all but 0.1 and 0.05 (7, four on day 1), five failing; at 0.5: 0.9, 0.7, 0.6 on day 1 and 0.95, 0.5
+    # on day 2, four failing; at 0.65: 0.9, 0.7 and 0.95; at 0.9: 0.9 and 0.95
+    listed = {t: (r["machine_days_listed"], r["listed_failing"], r["most_listed_on_a_day"]) for t, r in table.items()}
+    assert listed == {0.25: (7, 5, 4), 0.5: (5, 4, 3), 0.65: (3, 3, 2), 0.9: (2, 2, 1)}
+    assert {r["machine_days_failing"] for r in table.values()} == {5}
+    assert (table[0.5]["precision"], table[0.5]["recall"]) == pytest.approx((4 / 5, 4 / 5))
+
+    ascending = list(table.values())
+    assert choose_threshold(ascending, WorklistTarget(0.8))[0] == 0.5
+    assert choose_threshold(ascending, WorklistTarget(0.7))[0] == 0.25  # 5 of 7
+    assert choose_threshold(ascending, WorklistTarget(0.8, capacity=2))[0] == 0.65  # 0.5 listed 3 on day 1
+    threshold, reason = choose_threshold(ascending[:2], WorklistTarget(0.9))
+    assert threshold == 0.5 and reason.startswith("no threshold reached precision 0.9 on the validation days")
+    nothing_failed = [{**row, "listed_failing": 0, "machine_days_failing": 0} for row in ascending]
+    assert choose_threshold(nothing_failed, WorklistTarget(0.8)) == (
+        0.5,
+        "the default: no failure within 7 days of a validation day",
+    )
+
+    # the worklist uses a configured threshold, else the model's choice, else (an older model) the default
+    chosen = {"version": "v2", "worklist": {"threshold": 0.35, "chosen": "the lowest threshold reaching 0.8"}}
+    assert worklist_threshold(None, chosen) == (0.35, "model v2: the lowest threshold reaching 0.8")
+    assert worklist_threshold(0.2, chosen) == (0.2, "configured")
+    assert worklist_threshold(None, {"version": "v1", "worklist": {"threshold": 0.5}})[0] == 0.5
+
+
+@pytest.mark.unit
+def test_class_weightings_and_the_forests_searched_on_the_validation_days(spark):
+    labels = spark.createDataFrame([(label,) for label in ["none"] * 6 + ["comp1"] * 2 + ["comp2"]], "label string")
+    # 9 rows, 3 classes: balanced gives 9 / (3 x rows of the class)
+    weights = {
+        weighting: dict(with_class_weights(labels, weighting).distinct().collect())
+        for weighting in ("balanced", "square_root", "none")
+    }
+    assert weights["balanced"] == pytest.approx({"none": 0.5, "comp1": 1.5, "comp2": 3.0})
+    assert weights["square_root"] == pytest.approx({"none": 0.5**0.5, "comp1": 1.5**0.5, "comp2": 3.0**0.5})
+    assert weights["none"] == {"none": 1.0, "comp1": 1.0, "comp2": 1.0}
+
+    config = {"num_trees": 20, "max_depth": 10, "min_instances_per_node": 5, "seed": 1, "class_weighting": "balanced"}
+    searched = forest_candidates({**config, "search_max_depths": [14, 10], "search_class_weightings": ["none"]})
+    assert [(c.max_depth, c.class_weighting) for c in searched] == [
+        (10, "balanced"),  # the configured forest first: it wins ties
+        (10, "none"),
+        (14, "balanced"),
+        (14, "none"),
+    ]
+    assert [(c.max_depth, c.num_trees) for c in forest_candidates(config)] == [(10, 20)]
+    with pytest.raises(ValueError, match=r"class weightings \['even'\]: each one of balanced, square_root, none"):
+        forest_candidates({**config, "search_class_weightings": ["even"]})
 
 
 @pytest.mark.unit

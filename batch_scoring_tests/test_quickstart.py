@@ -35,10 +35,13 @@ def test_quickstart_runs_the_chain_from_simulation_to_the_worklist(spark, quicks
     assert store.read("features", FEATURES_SCHEMA).count() == 30 * 120
     (version,) = model_versions(spark, warehouse)
     assert f"failure_model {version}: hold-out macro F1" in out
+    chosen = re.search(r"worklist threshold (0\.\d+), chosen on the validation days 2015-02-28 \.\. 2015-03-23: ", out)
+    assert chosen, out
     listed = re.search(
-        r"hold-out worklists \(failure probability >= 0\.5\): (\d+) of (\d+) failures listed the day", out
+        rf"hold-out worklists \(failure probability >= {chosen[1]}\): (\d+) of (\d+) failures listed the day", out
     )
     assert listed and 0 < int(listed[1]) <= int(listed[2]), out
+    assert re.search(rf"Worklist for 2015-04-30: \d+ machines at failure probability >= {chosen[1]}\n", out), out
     assert "check usable_for_scoring: passed" in out
     assert f"Predictions for 2015-04-30: 30 machines scored with model {version}" in out
     for kind, suffix in (("CSV", "csv"), ("Page", "html")):

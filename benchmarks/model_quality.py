@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/model_quality.py                              # 100 machines x 240 days
     .venv/bin/python benchmarks/model_quality.py --machines 1000 --days 365 --holdout-days 60
+    .venv/bin/python benchmarks/model_quality.py --target-precision 0.9 --capacity 5
 
-Simulates the fleet in memory (no files, no Dagster), builds its features with the project's one feature
+Simulates the fleet in memory (no files, no Dagster run), builds its features with the project's one feature
 function and trains and evaluates with the failure_model asset's own code (`lib.model.train_and_evaluate`,
-the asset's default forest). Prints the hold-out macro F1 against the majority-class baseline, each
+the asset's default config: its forest search and worklist target on as many validation days as held out).
+Prints the hold-out macro F1 against the majority-class baseline, each
 component's precision, recall and precision-recall AUC, the calibration bands, and how often a machine whose
-component failed that day is still flagged for that component at the day's end, once it was replaced.
+component failed that day is still flagged for that component at the day's end, once it was replaced, and
+the worklist's threshold chosen on the validation days (as many as held out) with the lists it gives.
 """
 
 from __future__ import annotations
@@ -20,16 +23,12 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from batch_scoring import settings
+from batch_scoring.defs.assets.model import FailureModelConfig
 from batch_scoring.lib.features import build_features, label_observations
-from batch_scoring.lib.model import (
-    DEFAULT_MIN_FAILURE_PROBABILITY,
-    FAILURE_CLASSES,
-    ForestParams,
-    predict,
-    train_and_evaluate,
-)
+from batch_scoring.lib.model import FAILURE_CLASSES, predict, train_and_evaluate
 from batch_scoring.lib.simulator import simulate_fleet
 from batch_scoring.lib.spark import build_spark_session
+from batch_scoring.lib.steps import TrainingSettings
 
 
 def flagged_after_failure(evaluation, features, failures) -> tuple[int, int]:
@@ -49,6 +48,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=240)
     parser.add_argument("--holdout-days", type=int, default=60)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--target-precision", type=float, default=0.8, help="the worklist's, on the validation days")
+    parser.add_argument("--capacity", type=int, help="at most this many machines on one day's list")
     args = parser.parse_args()
     spark = build_spark_session(settings.spark_config())
     start = date(2015, 1, 1)
@@ -60,7 +61,23 @@ def main() -> None:
         StorageLevel.MEMORY_AND_DISK
     )
     print(f"{args.machines} machines x {args.days} days (seed {args.seed}): {features.count():,} feature rows")
-    evaluation = train_and_evaluate(features, failures, None, None, args.holdout_days, ForestParams())
+    config = FailureModelConfig(
+        holdout_days=args.holdout_days,
+        validation_days=args.holdout_days,
+        worklist_target_precision=args.target_precision,
+        worklist_capacity=args.capacity,
+    )
+    training = TrainingSettings.from_config(config.model_dump())
+    evaluation = train_and_evaluate(
+        features,
+        failures,
+        None,
+        None,
+        training.holdout_days,
+        training.candidates,
+        training.validation_days,
+        training.worklist,
+    )
     report, baseline = evaluation.report, evaluation.baseline_report
     print(f"trained on {evaluation.trained_on[0]} .. {evaluation.trained_on[1]}, held out {evaluation.held_out[0]} ..")
     print(f"hold-out macro F1 {report['macro_f1']:.3f} (majority-class baseline {baseline['macro_f1']:.3f})")
@@ -75,7 +92,22 @@ def main() -> None:
     failure_days, flagged = flagged_after_failure(evaluation, features, failures)
     print(f"failure days in the hold-out: {failure_days}; flagged again for the replaced component: {flagged}")
     lead = evaluation.lead_time
-    print(f"worklists at >= {DEFAULT_MIN_FAILURE_PROBABILITY}: failures on the list k days before (of those held out)")
+    for row in evaluation.validation.search:
+        print(f"  validation: max_depth {row['max_depth']}, {row['class_weighting']}: macro F1 {row['macro_f1']:.3f}")
+    params = evaluation.validation.params
+    print(f"chosen: max_depth {params.max_depth}, class weighting {params.class_weighting}")
+    choice = evaluation.worklist
+    validated_on = " .. ".join(map(str, choice.validated_on)) if choice.validated_on else "no validation days"
+    print(f"worklist threshold {choice.threshold}, chosen on {validated_on}: {choice.reason}")
+    print(f"{'threshold':>9} {'listed':>7} {'most/day':>8} {'precision':>9} {'recall':>7}  (validation days)")
+    for row in choice.table:
+        precision = "-" if row["precision"] is None else f"{row['precision']:.3f}"
+        recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        print(
+            f"{row['threshold']:9.2f} {row['machine_days_listed']:7d} {row['most_listed_on_a_day']:8d} "
+            f"{precision:>9} {recall:>7}"
+        )
+    print(f"hold-out worklists at >= {choice.threshold}: failures on the list k days before (of those held out)")
     for row in lead["by_days_before"]:
         print(f"  {row['days_before']} day(s): {row['on_list']} of {row['failures']}")
     per_caught = lead["false_alarms_per_caught_failure"]

@@ -206,7 +206,7 @@ def _daily_predictions_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
 def _maintenance_worklist_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
     threshold = scope.config["maintenance_worklist"]["min_failure_probability"]
     predictions = inputs.table("daily_predictions", PREDICTIONS_SCHEMA, scope.days)
-    return steps.maintenance_worklist(predictions, scope.days, threshold)
+    return steps.maintenance_worklist(predictions, scope.days, threshold, inputs.model().manifest)
 
 
 def _maintenance_worklist_page_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:

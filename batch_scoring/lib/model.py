@@ -33,10 +33,18 @@ FAILURE_CLASSES = CLASSES[1:]
 PROBABILITY_COLUMNS = [f"probability_{c}" for c in CLASSES]
 INDEXED = {name: f"{name}_index" for name in CATEGORICAL_FEATURES}
 CALIBRATION_BANDS = 10  # of predicted failure probability, 0.1 wide
-# the worklist's default: machines whose failure probability (1 - probability of none) reaches it are listed
+# the worklist's threshold when the validation days cannot choose one: machines whose failure probability
+# (1 - probability of none) reaches it are listed
 DEFAULT_MIN_FAILURE_PROBABILITY = 0.5
+# the worklist thresholds tried on the validation days: 0.05, 0.10, .. 0.95
+CANDIDATE_THRESHOLDS = [round(step / 20, 2) for step in range(1, 20)]
 LEAD_DAYS = (1, 3, 5)  # how many days before a failure the crews should have seen it on their list
 MODEL_INPUTS = [*NUMERIC_FEATURES, *INDEXED.values()]
+
+
+# how rows are weighted by class: each class present counting as much as the others (failures are rare),
+# the square root of that (rare classes count more, not as much), or every row alike
+CLASS_WEIGHTINGS = ("balanced", "square_root", "none")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class ForestParams:
     max_depth: int = 10
     min_instances_per_node: int = 5
     seed: int = 42
+    class_weighting: str = "balanced"
 
 
 def failure_probability() -> Column:
@@ -61,13 +70,16 @@ def class_index(column: Column) -> Column:
     return index.alias("label_index", metadata=metadata)
 
 
-def with_class_weights(labelled: DataFrame) -> DataFrame:
-    """Weight rows so each class present counts as much as the others (failures are rare)."""
+def with_class_weights(labelled: DataFrame, weighting: str) -> DataFrame:
+    """Weight rows by class as `weighting` (of `CLASS_WEIGHTINGS`) says."""
+    if weighting not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting {weighting!r}: one of {', '.join(CLASS_WEIGHTINGS)}")
     counts = {row["label"]: row["count"] for row in labelled.groupBy("label").count().collect()}
     total = sum(counts.values())
+    power = {"balanced": 1.0, "square_root": 0.5, "none": 0.0}[weighting]
     weight = F.lit(None).cast("double")
     for label, count in counts.items():
-        weight = F.when(F.col("label") == label, F.lit(total / (len(counts) * count))).otherwise(weight)
+        weight = F.when(F.col("label") == label, F.lit((total / (len(counts) * count)) ** power)).otherwise(weight)
     return labelled.withColumn("class_weight", weight)
 
 
@@ -93,7 +105,7 @@ def build_pipeline(params: ForestParams) -> Pipeline:
 
 def fit(train: DataFrame, params: ForestParams) -> PipelineModel:
     """Fit the pipeline on labelled feature rows."""
-    indexed = with_class_weights(train).withColumn("label_index", class_index(F.col("label")))
+    indexed = with_class_weights(train, params.class_weighting).withColumn("label_index", class_index(F.col("label")))
     return build_pipeline(params).fit(indexed)
 
 
@@ -286,6 +298,133 @@ def feature_importances(model: PipelineModel) -> list[tuple[str, float]]:
 
 
 @dataclass(frozen=True)
+class WorklistTarget:
+    """What the crews ask of their list: this share of listed machine-days to fail within 7 days, and at most
+    `capacity` machines on one day's list (None: no limit)."""
+
+    precision: float
+    capacity: int | None = None
+
+
+def threshold_table(predictions: DataFrame, thresholds: list[float] = CANDIDATE_THRESHOLDS) -> list[dict]:
+    """For each threshold, the lists it would have given on the days of `predictions` (labelled): machine-days
+    listed, of them with a failure within 7 days, machine-days with a failure, the longest day's list, and the
+    precision and recall by machine-day. One query; a row per day and threshold band is collected."""
+    failing_probability = failure_probability()
+    reached = sum(((failing_probability >= F.lit(t)).cast("int") for t in thresholds), F.lit(0))
+    failing = (F.col("label") != CLASSES[0]).cast("int")
+    per_day_band = (
+        predictions.groupBy("date", reached.alias("band"))
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum(failing).alias("failing"))
+        .collect()
+    )
+    failing_days = sum(row["failing"] for row in per_day_band)
+    table = []
+    for step, threshold in enumerate(thresholds, start=1):
+        listed_rows = [row for row in per_day_band if row["band"] >= step]
+        listed = sum(row["rows"] for row in listed_rows)
+        listed_failing = sum(row["failing"] for row in listed_rows)
+        per_day: dict[date, int] = {}
+        for row in listed_rows:
+            per_day[row["date"]] = per_day.get(row["date"], 0) + row["rows"]
+        table.append(
+            {
+                "threshold": threshold,
+                "machine_days_listed": listed,
+                "listed_failing": listed_failing,
+                "machine_days_failing": failing_days,
+                "most_listed_on_a_day": max(per_day.values(), default=0),
+                "precision": listed_failing / listed if listed else None,
+                "recall": listed_failing / failing_days if failing_days else None,
+            }
+        )
+    return table
+
+
+def choose_threshold(table: list[dict], target: WorklistTarget) -> tuple[float, str]:
+    """The lowest threshold of `table` (ascending) whose lists reach the target precision within the capacity,
+    and why; without one, the most precise threshold within the capacity (the lowest of equals), said so."""
+    if not table or not table[0]["machine_days_failing"]:
+        return DEFAULT_MIN_FAILURE_PROBABILITY, "the default: no failure within 7 days of a validation day"
+    within = [row for row in table if target.capacity is None or row["most_listed_on_a_day"] <= target.capacity]
+    capacity = "" if target.capacity is None else f", at most {target.capacity} machines a day"
+    reaching = [row for row in within if row["precision"] is not None and row["precision"] >= target.precision]
+    if reaching:
+        row = reaching[0]
+        return row["threshold"], (
+            f"the lowest threshold reaching precision {target.precision:g}{capacity} on the validation days "
+            f"(precision {row['precision']:.2f}, recall {row['recall']:.2f})"
+        )
+    listing = [row for row in within if row["precision"] is not None]
+    if not listing:
+        return DEFAULT_MIN_FAILURE_PROBABILITY, f"the default: no threshold listed a machine{capacity}"
+    best = max(listing, key=lambda row: (row["precision"], -row["threshold"]))
+    return best["threshold"], (
+        f"no threshold reached precision {target.precision:g}{capacity} on the validation days: the most precise "
+        f"(precision {best['precision']:.2f}, recall {best['recall']:.2f})"
+    )
+
+
+@dataclass(frozen=True)
+class WorklistChoice:
+    """The worklist's threshold, chosen on validation days before the hold-out, and the search behind it."""
+
+    threshold: float
+    reason: str
+    validated_on: tuple[date, date] | None  # None: no validation was possible (see `reason`)
+    table: list[dict]  # `threshold_table` of the validation days
+
+    @property
+    def chosen(self) -> dict | None:
+        return next((row for row in self.table if row["threshold"] == self.threshold), None)
+
+
+@dataclass(frozen=True)
+class ValidationChoice:
+    """What the validation days chose: the forest's parameters (by macro F1 over comp1..comp4, the check's figure)
+    with every candidate's result, and the worklist's threshold for the chosen forest."""
+
+    params: ForestParams
+    search: list[dict]  # per candidate: max_depth, class_weighting, macro_f1 on the validation days
+    worklist: WorklistChoice
+
+
+def choose_on_validation(
+    train: DataFrame,
+    train_last_day: date,
+    validation_days: int,
+    candidates: list[ForestParams],
+    target: WorklistTarget,
+) -> ValidationChoice:
+    """Fit each candidate on the training days before the last `validation_days` (with the 7-day gap), score those
+    days, keep the best by macro F1 (the first of equals) and choose the worklist's threshold on its scores: the
+    hold-out stays unseen until the final evaluation."""
+    split = temporal_split(train, train_last_day, validation_days)
+    if not split.train.where(F.col("label") != CLASSES[0]).limit(1).collect():
+        reason = (
+            f"the default: no failure in the training days before the validation days from {split.holdout_first_day}"
+        )
+        return ValidationChoice(candidates[0], [], WorklistChoice(DEFAULT_MIN_FAILURE_PROBABILITY, reason, None, []))
+    search, best, best_scores = [], None, None
+    for params in candidates:
+        scores = predict(fit(split.train, params), split.holdout).persist(StorageLevel.MEMORY_AND_DISK)
+        macro_f1 = classification_report(confusion_counts(scores))["macro_f1"]
+        search.append({"max_depth": params.max_depth, "class_weighting": params.class_weighting, "macro_f1": macro_f1})
+        if best is None or macro_f1 > best[0]:
+            if best_scores is not None:
+                best_scores.unpersist()
+            best, best_scores = (macro_f1, params), scores
+        else:
+            scores.unpersist()
+    table = threshold_table(best_scores)
+    best_scores.unpersist()
+    threshold, reason = choose_threshold(table, target)
+    return ValidationChoice(
+        best[1], search, WorklistChoice(threshold, reason, (split.holdout_first_day, train_last_day), table)
+    )
+
+
+@dataclass(frozen=True)
 class TrainedModel:
     """A fitted pipeline and its manifest (version, training window, metrics, its check's verdict)."""
 
@@ -314,7 +453,12 @@ class Evaluation:
     baseline_report: dict[str, object]
     pr_auc: dict[str, float | None]  # per failure class
     calibration: list[dict]
-    lead_time: dict[str, object]  # the hold-out's worklists against its failures (`lead_times`)
+    lead_time: dict[str, object]  # the hold-out's worklists at the chosen threshold against its failures
+    validation: ValidationChoice
+
+    @property
+    def worklist(self) -> WorklistChoice:
+        return self.validation.worklist
 
     @property
     def holdout_rows(self) -> int:
@@ -327,10 +471,13 @@ def train_and_evaluate(
     first_day: date | None,
     last_day: date | None,
     holdout_days: int,
-    params: ForestParams,
+    candidates: list[ForestParams],
+    validation_days: int,
+    target: WorklistTarget,
 ) -> Evaluation:
     """Label the feature rows of [first_day, last_day] (default: all), hold out the last `holdout_days`
-    with a 7-day gap before them, fit on the rest and evaluate on the hold-out."""
+    with a 7-day gap before them, choose the forest among `candidates` and the worklist's threshold on the last
+    `validation_days` of the rest, fit the chosen forest on the rest and evaluate it on the hold-out."""
     # failures are known as far as features (i.e. telemetry) reach: to the end of the last features day
     observed_until = features.agg(F.max("observed_at")).first()[0]
     if observed_until is None:
@@ -351,7 +498,8 @@ def train_and_evaluate(
             f"No failure in the training days up to {split.train_last_day}: widen the window "
             f"or shorten holdout_days ({holdout_days})."
         )
-    pipeline = fit(split.train, params)
+    validation = choose_on_validation(split.train, split.train_last_day, validation_days, candidates, target)
+    pipeline = fit(split.train, validation.params)
     holdout = predict(pipeline, split.holdout).withColumn("baseline", F.lit(majority_class(split.train)))
     holdout = holdout.persist(StorageLevel.MEMORY_AND_DISK)
     confusion = confusion_counts(holdout)
@@ -370,6 +518,7 @@ def train_and_evaluate(
         pr_auc=precision_recall_auc(holdout, supports),
         calibration=calibration_bands(holdout),
         lead_time=lead_times(
-            holdout, failures, (split.holdout_first_day, last_labelled), DEFAULT_MIN_FAILURE_PROBABILITY
+            holdout, failures, (split.holdout_first_day, last_labelled), validation.worklist.threshold
         ),
+        validation=validation,
     )

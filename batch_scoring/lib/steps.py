@@ -30,10 +30,14 @@ from batch_scoring.lib.ingest import (
     sources_fingerprint,
 )
 from batch_scoring.lib.model import (
+    CLASS_WEIGHTINGS,
+    DEFAULT_MIN_FAILURE_PROBABILITY,
     Evaluation,
     ForestParams,
     TrainedModel,
     TrainingError,
+    ValidationChoice,
+    WorklistTarget,
     feature_importances,
     train_and_evaluate,
 )
@@ -366,14 +370,17 @@ def features(
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The training window (None: from the first / to the last labelled features day), the hold-out length,
-    the forest and the minimum hold-out macro F1 of a usable model."""
+    """The training window (None: from the first / to the last labelled features day), the hold-out and
+    validation lengths, the forests to choose from (the configured one first), the worklist's target and the
+    minimum hold-out macro F1 of a usable model."""
 
     first_day: date | None
     last_day: date | None
     holdout_days: int
-    forest: ForestParams
+    validation_days: int
+    candidates: list[ForestParams]
     min_macro_f1: float
+    worklist: WorklistTarget
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainingSettings:
@@ -382,14 +389,30 @@ class TrainingSettings:
             first_day=date.fromisoformat(config["first_day"]) if config.get("first_day") else None,
             last_day=date.fromisoformat(config["last_day"]) if config.get("last_day") else None,
             holdout_days=int(config["holdout_days"]),
-            forest=ForestParams(
-                int(config["num_trees"]),
-                int(config["max_depth"]),
-                int(config["min_instances_per_node"]),
-                int(config["seed"]),
-            ),
+            validation_days=int(config["validation_days"]),
+            candidates=forest_candidates(config),
             min_macro_f1=float(config["min_macro_f1"]),
+            worklist=WorklistTarget(
+                float(config["worklist_target_precision"]),
+                int(config["worklist_capacity"]) if config.get("worklist_capacity") else None,
+            ),
         )
+
+
+def forest_candidates(config: Mapping[str, object]) -> list[ForestParams]:
+    """The configured forest first, then each other depth and class weighting of the search, every combination."""
+    depths = list(dict.fromkeys([int(config["max_depth"]), *map(int, config.get("search_max_depths") or [])]))
+    weightings = list(dict.fromkeys([config["class_weighting"], *(config.get("search_class_weightings") or [])]))
+    unknown = [weighting for weighting in weightings if weighting not in CLASS_WEIGHTINGS]
+    if unknown:
+        raise ValueError(f"failure_model's class weightings {unknown}: each one of {', '.join(CLASS_WEIGHTINGS)}")
+    return [
+        ForestParams(
+            int(config["num_trees"]), depth, int(config["min_instances_per_node"]), int(config["seed"]), weighting
+        )
+        for depth in depths
+        for weighting in weightings
+    ]
 
 
 def _metrics_rows(evaluation: Evaluation) -> list[dict]:
@@ -421,7 +444,6 @@ def _lead_time_metadata(lead_time: dict[str, object]) -> dict[str, object]:
     """The hold-out's worklists against its failures, as crews live them (`model.lead_times`)."""
     caught, failures = lead_time["caught"], lead_time["failures"]
     return {
-        "worklist_threshold": lead_time["threshold"],
         "failures_caught_share": _rounded(caught / failures if failures else None),
         "false_alarms_per_caught_failure": _rounded(lead_time["false_alarms_per_caught_failure"], 2),
         # by machine-day: of the listed, the share that failed within 7 days; of those that failed, the share listed
@@ -430,6 +452,37 @@ def _lead_time_metadata(lead_time: dict[str, object]) -> dict[str, object]:
         "lead_time": records(
             [{**row, "share": _rounded(row["share"])} for row in lead_time["by_days_before"]],
             [("days_before", "int"), ("failures", "int"), ("on_list", "int"), ("share", "float")],
+        ),
+    }
+
+
+def _validation_metadata(validation: ValidationChoice) -> dict[str, object]:
+    """The forest chosen on the validation days and every candidate's macro F1 there; the worklist's threshold,
+    why, and the lists each candidate threshold gave there."""
+    choice = validation.worklist
+    return {
+        "max_depth": validation.params.max_depth,
+        "class_weighting": validation.params.class_weighting,
+        "forest_search": records(
+            [{**row, "macro_f1": _rounded(row["macro_f1"])} for row in validation.search],
+            [("max_depth", "int"), ("class_weighting", "string"), ("macro_f1", "float")],
+        ),
+        "worklist_threshold": choice.threshold,
+        "worklist_threshold_choice": choice.reason,
+        "validation_days": day_span([str(day) for day in choice.validated_on]) if choice.validated_on else "none",
+        "threshold_search": records(
+            [
+                {
+                    "threshold": row["threshold"],
+                    "machine_days_listed": row["machine_days_listed"],
+                    "most_listed_on_a_day": row["most_listed_on_a_day"],
+                    "precision": _rounded(row["precision"]),
+                    "recall": _rounded(row["recall"]),
+                }
+                for row in choice.table
+            ],
+            [("threshold", "float"), ("machine_days_listed", "int"), ("most_listed_on_a_day", "int")]
+            + [("precision", "float"), ("recall", "float")],
         ),
     }
 
@@ -454,6 +507,7 @@ def _model_metadata(evaluation: Evaluation, version: str) -> dict[str, object]:
             [("class", "string"), *[(m, "float") for m in ("precision", "recall", "f1")], ("support", "int")]
             + [(m, "float") for m in ("baseline_f1", "pr_auc", "class_share")],
         ),
+        **_validation_metadata(evaluation.validation),
         **_lead_time_metadata(evaluation.lead_time),
         "calibration": records(
             evaluation.calibration,
@@ -475,7 +529,14 @@ def train(features: DataFrame, failures: DataFrame, settings: TrainingSettings, 
     """Train and evaluate a new model version; its check says whether scoring may use it."""
     try:
         evaluation = train_and_evaluate(
-            features, failures, settings.first_day, settings.last_day, settings.holdout_days, settings.forest
+            features,
+            failures,
+            settings.first_day,
+            settings.last_day,
+            settings.holdout_days,
+            settings.candidates,
+            settings.validation_days,
+            settings.worklist,
         )
     except TrainingError as error:
         raise StepFailed(str(error)) from error
@@ -498,11 +559,16 @@ def train(features: DataFrame, failures: DataFrame, settings: TrainingSettings, 
         "run_id": run_id,
         "trained_on": [str(day) for day in evaluation.trained_on],
         "held_out": [str(day) for day in evaluation.held_out],
-        "params": settings.forest.__dict__,
+        "params": evaluation.validation.params.__dict__,
         "macro_f1": macro_f1,
         "baseline_macro_f1": baseline_f1,
         # what prediction_outcomes compares the lists' realized figures with
-        "worklist": {key: evaluation.lead_time[key] for key in ("threshold", "precision", "recall")},
+        "worklist": {
+            **{key: evaluation.lead_time[key] for key in ("threshold", "precision", "recall")},
+            "chosen": evaluation.worklist.reason,
+            "target_precision": settings.worklist.precision,
+            "capacity": settings.worklist.capacity,
+        },
         "check": {"passed": passed, "reason": reason},
     }
     check = CheckOutcome(
@@ -598,8 +664,22 @@ def predictions(features: DataFrame, model: TrainedModel, trailing: DataFrame, d
     return StepOutcome([produced], checks)
 
 
-def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_probability: float) -> StepOutcome:
+def worklist_threshold(configured: float | None, model_manifest: dict) -> tuple[float, str]:
+    """The worklist's threshold and where it comes from: the configured one, else the one chosen with the model
+    on its validation days (the default for a model trained before thresholds were chosen)."""
+    if configured is not None:
+        return configured, "configured"
+    chosen = model_manifest.get("worklist", {})
+    if "chosen" not in chosen:
+        return DEFAULT_MIN_FAILURE_PROBABILITY, f"the default (model {model_manifest['version']} chose none)"
+    return chosen["threshold"], f"model {model_manifest['version']}: {chosen['chosen']}"
+
+
+def maintenance_worklist(
+    predictions: DataFrame, days: list[date], configured_threshold: float | None, model_manifest: dict
+) -> StepOutcome:
     """The crews' list for `days`, as a table and as one CSV file per day."""
+    min_failure_probability, threshold_source = worklist_threshold(configured_threshold, model_manifest)
     rows = worklist(predictions, min_failure_probability).persist(StorageLevel.MEMORY_AND_DISK)
     counts = rows_by_day(rows, day_keys(days))
     LOG.info(
@@ -610,6 +690,7 @@ def maintenance_worklist(predictions: DataFrame, days: list[date], min_failure_p
     )
     metadata = {
         "min_failure_probability": float(min_failure_probability),
+        "threshold_from": threshold_source,
         "most_urgent": preview(rows.where(F.col("date") == F.lit(days[-1])).orderBy("rank"), TOP_WORKLIST_ROWS),
     }
     return StepOutcome(

@@ -8,6 +8,7 @@ from pyspark.sql import DataFrame
 
 from batch_scoring.defs.metadata import step_results
 from batch_scoring.lib import steps
+from batch_scoring.lib.model import CLASS_WEIGHTINGS
 from batch_scoring.lib.steps import MODEL_CHECK
 
 
@@ -23,8 +24,41 @@ class FailureModelConfig(dg.Config):
     holdout_days: int = Field(
         default=60, description="Days at the end of the window held out for evaluation; training stops 7 days earlier."
     )
+    validation_days: int = Field(
+        default=60,
+        description="Days at the end of the training period on which the worklist's threshold is chosen: a forest "
+        "fitted on the days before them (7-day gap) scores them. The hold-out stays unseen until the final judgement.",
+    )
+    worklist_target_precision: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="The worklist's threshold is the lowest failure probability (of 0.05 .. 0.95) at which, on the "
+        "validation days, at least this share of listed machine-days had a failure within 7 days.",
+    )
+    worklist_capacity: Optional[int] = Field(
+        default=None,
+        gt=0,
+        description="At most this many machines on one day's list (the crews' capacity): thresholds that listed "
+        "more on some validation day are not chosen. Default: no limit.",
+    )
     num_trees: int = Field(default=60, description="Trees in the random forest.")
     max_depth: int = Field(default=10, description="Maximum depth of each tree.")
+    class_weighting: str = Field(
+        default="balanced",
+        description=f"Rows weighted by class: {', '.join(CLASS_WEIGHTINGS)} (each class counting as much as the "
+        "others, the square root of that, every row alike).",
+    )
+    search_max_depths: list[int] = Field(
+        default=[14],
+        description="Other tree depths tried on the validation days, with every class weighting: the forest with "
+        "the best validation macro F1 is trained and judged on the hold-out (ties keep the configured one).",
+    )
+    search_class_weightings: list[str] = Field(
+        default=["square_root"],
+        description="Other class weightings tried on the validation days, with every depth. Empty lists with "
+        "search_max_depths: no search, the configured forest.",
+    )
     min_instances_per_node: int = Field(default=5, description="Minimum rows in each leaf.")
     seed: int = Field(default=42, description="Random seed of the forest.")
     min_macro_f1: float = Field(

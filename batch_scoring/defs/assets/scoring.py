@@ -1,5 +1,7 @@
 """Daily scoring and the crews' worklist, one partition a day."""
 
+from typing import Optional
+
 import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
@@ -9,7 +11,7 @@ from batch_scoring.defs.metadata import column_schema, step_results
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
 from batch_scoring.lib import steps
 from batch_scoring.lib.crew_page import BASELINE_DAYS, HISTORY_DAYS
-from batch_scoring.lib.model import DEFAULT_MIN_FAILURE_PROBABILITY, TrainedModel
+from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.scoring import CREW_CSV_SCHEMA, PREDICTIONS_SCHEMA, TRAILING_DAYS, WORKLIST_SCHEMA
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, MAX_FAILURE_SHARE_CHANGE
 
@@ -65,9 +67,10 @@ def daily_predictions(
 
 
 class WorklistConfig(dg.Config):
-    min_failure_probability: float = Field(
-        default=DEFAULT_MIN_FAILURE_PROBABILITY,
-        description="Machines whose probability of a component failing within 7 days reaches this go on the list.",
+    min_failure_probability: Optional[float] = Field(
+        default=None,
+        description="Machines whose probability of a component failing within 7 days reaches this go on the list. "
+        "Default: the threshold failure_model chose on its validation days for its target precision.",
     )
 
 
@@ -79,7 +82,7 @@ class WorklistConfig(dg.Config):
             WORKLIST_SCHEMA,
             daily=True,
             group_name=GROUP,
-            deps=["daily_predictions"],
+            deps=["daily_predictions", "failure_model"],  # the model's chosen threshold
             description="For the maintenance crews: machines whose probability of a component failing within 7 "
             "days reaches the threshold, most urgent first, with the likeliest component.",
         ),
@@ -97,10 +100,18 @@ class WorklistConfig(dg.Config):
     ],
     backfill_policy=SPARK_BACKFILL_POLICY,
 )
-def maintenance_worklist(context: dg.AssetExecutionContext, config: WorklistConfig, daily_predictions: DataFrame):
+def maintenance_worklist(
+    context: dg.AssetExecutionContext,
+    config: WorklistConfig,
+    daily_predictions: DataFrame,
+    failure_model: TrainedModel,
+):
     days = run_days(context)
     yield from step_results(
-        context, lambda: steps.maintenance_worklist(daily_predictions, days, config.min_failure_probability)
+        context,
+        lambda: steps.maintenance_worklist(
+            daily_predictions, days, config.min_failure_probability, failure_model.manifest
+        ),
     )
 
 
