@@ -131,12 +131,14 @@ def test_a_drop_replaces_its_day_and_adds_its_events(spark, small_fleet_dir, tmp
 
 
 def evaluate(input_dir, cursor=None):
-    context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(),
-        cursor=cursor,
-        resources={"input_files": InputFiles(input_dir=str(input_dir))},
-    )
-    return new_data_sensor(context), context.cursor
+    """One tick of the sensor; its context is left inside the instance's block (a context left after its instance
+    would leave the instance's state storage current for later tests)."""
+    resources = {"input_files": InputFiles(input_dir=str(input_dir))}
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context,
+    ):
+        return new_data_sensor(context), context.cursor
 
 
 @pytest.mark.unit

@@ -94,12 +94,12 @@ def test_the_outcomes_schedule_asks_at_seven_utc_for_the_day_before():
     definitions = build_definitions()
     schedule = definitions.resolve_schedule_def("prediction_outcomes_schedule")
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             repository_def=definitions.get_repository_def(),
             scheduled_execution_time=dt.datetime(2026, 11, 25, 7, 0, tzinfo=dt.timezone.utc),
-        )
-        (request,) = schedule.evaluate_tick(context).run_requests
+        ) as context:  # entered and left inside the instance's block, in order
+            (request,) = schedule.evaluate_tick(context).run_requests
     assert (request.partition_key, request.run_key) == ("2026-11-24", "2026-11-24")
     assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == (
         "0 7 * * *",

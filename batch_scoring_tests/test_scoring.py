@@ -239,13 +239,13 @@ def test_the_daily_schedule_asks_for_the_day_that_just_ended(tmp_path):
     definitions = build_definitions()
     schedule = definitions.resolve_schedule_def(daily_scoring_schedule.name)
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=instance,
             repository_def=definitions.get_repository_def(),
             scheduled_execution_time=dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.timezone.utc),
             resources={"input_files": InputFiles(input_dir=str(tmp_path))},
-        )
-        (request,) = schedule.evaluate_tick(context).run_requests
+        ) as context:  # entered and left inside the instance's block, in order
+            (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-24"
     # raw_machines was never made: the run makes it (or says what is wrong with its files)
     assert dg.AssetKey("raw_machines") in request.asset_selection
