@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/model_quality.py                              # 100 machines x 240 days
     .venv/bin/python benchmarks/model_quality.py --machines 1000 --days 365 --holdout-days 60
     .venv/bin/python benchmarks/model_quality.py --target-precision 0.9 --capacity 5
+    .venv/bin/python benchmarks/model_quality.py --like ../shared/data/pdm-2015   # real events, simulated telemetry
 
 Simulates the fleet in memory (no files, no Dagster run), builds its features with the project's one feature
 function and trains and evaluates with the failure_model asset's own code (`lib.model.train_and_evaluate`,
@@ -16,8 +17,10 @@ the worklist's threshold chosen on the validation days (as many as held out) wit
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -25,10 +28,12 @@ from pyspark.sql import functions as F
 from batch_scoring import settings
 from batch_scoring.defs.assets.model import FailureModelConfig
 from batch_scoring.lib.features import build_features, label_observations
+from batch_scoring.lib.ingest import check_rows, kept_rows, numbered_lines, read_header
 from batch_scoring.lib.model import FAILURE_CLASSES, predict, train_and_evaluate
-from batch_scoring.lib.simulator import simulate_fleet
+from batch_scoring.lib.simulator import Fleet, simulate_fleet, simulate_like
 from batch_scoring.lib.spark import build_spark_session
 from batch_scoring.lib.steps import TrainingSettings
+from batch_scoring.lib.tables import ERRORS, FAILURES, MACHINES, MAINTENANCE, TELEMETRY
 
 
 def flagged_after_failure(evaluation, features, failures) -> tuple[int, int]:
@@ -42,6 +47,19 @@ def flagged_after_failure(evaluation, features, failures) -> tuple[int, int]:
     return after.count(), after.where(F.col("predicted_component") == F.col("failed")).count()
 
 
+def like_fleet(spark, source_dir: Path, seed: int) -> Fleet:
+    """The real tables of `source_dir` with telemetry simulated for them (`simulate --like`), read back through the
+    ingest's own row checks."""
+    with tempfile.TemporaryDirectory() as out:
+        written = simulate_like(spark, source_dir, Path(out), None, None, seed)
+        tables = {}
+        for table in (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES):
+            path = written[table.name]
+            checked = check_rows(numbered_lines(spark, path).lines, table, str(path), read_header(path))
+            tables[table.name] = kept_rows(checked, table).localCheckpoint()
+    return Fleet(**tables)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=100)
@@ -50,17 +68,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--target-precision", type=float, default=0.8, help="the worklist's, on the validation days")
     parser.add_argument("--capacity", type=int, help="at most this many machines on one day's list")
+    parser.add_argument("--like", type=Path, help="the real tables' folder: their events, simulated telemetry")
     args = parser.parse_args()
     spark = build_spark_session(settings.spark_config())
-    start = date(2015, 1, 1)
-    end = start + timedelta(days=args.days)
     began = time.perf_counter()
-    fleet = simulate_fleet(spark, args.machines, start, args.days, args.seed)
+    if args.like:
+        fleet = like_fleet(spark, args.like, args.seed)
+        first, last = fleet.telemetry.agg(F.min(F.to_date("datetime")), F.max(F.to_date("datetime"))).first()
+        start, end = first, last + timedelta(days=1)
+        fleet_name = f"like {args.like}, {fleet.machines.count()} machines x {(end - start).days} days"
+    else:
+        start = date(2015, 1, 1)
+        end = start + timedelta(days=args.days)
+        fleet = simulate_fleet(spark, args.machines, start, args.days, args.seed)
+        fleet_name = f"{args.machines} machines x {args.days} days"
     failures = fleet.failures.localCheckpoint()
     features = build_features(fleet.telemetry, fleet.errors, fleet.maintenance, fleet.machines, start, end).persist(
         StorageLevel.MEMORY_AND_DISK
     )
-    print(f"{args.machines} machines x {args.days} days (seed {args.seed}): {features.count():,} feature rows")
+    print(f"{fleet_name} (seed {args.seed}): {features.count():,} feature rows")
     config = FailureModelConfig(
         holdout_days=args.holdout_days,
         validation_days=args.holdout_days,
