@@ -51,7 +51,11 @@ def test_each_materialization_records_the_delta_versions_it_wrote_and_read(spark
         "daily_predictions": predictions["delta_version"] - 1,
     }
     worklist = materialization_metadata(result, "maintenance_worklist")
-    assert worklist["delta_versions_read"] == {"daily_predictions": predictions["delta_version"]}
+    # the predictions it lists, and the model whose threshold it lists them by
+    assert worklist["delta_versions_read"] == {
+        "daily_predictions": predictions["delta_version"],
+        "failure_model": manifest["version"],
+    }
     # and each commit names the run that made it
     (commit,) = DeltaTable.forPath(spark, tables.location("daily_predictions")).history(1).collect()
     assert commit.userMetadata == f"dagster run {result.run_id} asset daily_predictions"
