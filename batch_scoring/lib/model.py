@@ -42,9 +42,10 @@ LEAD_DAYS = (1, 3, 5)  # how many days before a failure the crews should have se
 MODEL_INPUTS = [*NUMERIC_FEATURES, *INDEXED.values()]
 
 
-# how rows are weighted by class: each class present counting as much as the others (failures are rare),
-# the square root of that (rare classes count more, not as much), or every row alike
-CLASS_WEIGHTINGS = ("balanced", "square_root", "none")
+# how rows are weighted by class, as a power of the balanced weight: each class present counting as much as the
+# others (failures are rare), the square root of that (rare classes count more, not as much), or every row alike
+CLASS_WEIGHT_POWERS = {"balanced": 1.0, "square_root": 0.5, "none": 0.0}
+CLASS_WEIGHTINGS = tuple(CLASS_WEIGHT_POWERS)
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,10 @@ def class_index(column: Column) -> Column:
 
 
 def with_class_weights(labelled: DataFrame, weighting: str) -> DataFrame:
-    """Weight rows by class as `weighting` (of `CLASS_WEIGHTINGS`) says."""
-    if weighting not in CLASS_WEIGHTINGS:
-        raise ValueError(f"class weighting {weighting!r}: one of {', '.join(CLASS_WEIGHTINGS)}")
+    """Weight rows by class as `weighting` (of `CLASS_WEIGHTINGS`, checked with the config) says."""
     counts = {row["label"]: row["count"] for row in labelled.groupBy("label").count().collect()}
     total = sum(counts.values())
-    power = {"balanced": 1.0, "square_root": 0.5, "none": 0.0}[weighting]
+    power = CLASS_WEIGHT_POWERS[weighting]
     weight = F.lit(None).cast("double")
     for label, count in counts.items():
         weight = F.when(F.col("label") == label, F.lit((total / (len(counts) * count)) ** power)).otherwise(weight)
@@ -373,10 +372,6 @@ class WorklistChoice:
     reason: str
     validated_on: tuple[date, date] | None  # None: no validation was possible (see `reason`)
     table: list[dict]  # `threshold_table` of the validation days
-
-    @property
-    def chosen(self) -> dict | None:
-        return next((row for row in self.table if row["threshold"] == self.threshold), None)
 
 
 @dataclass(frozen=True)
