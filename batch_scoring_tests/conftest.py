@@ -36,12 +36,18 @@ REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "pdm-2015"
 # screenshots of what users look at (the UI, the crews' page), kept after the suite for people to look at
 ARTIFACTS = Path(os.environ.get("BATCH_SCORING_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
 
-# the project's defaults with a session sized for 2 cores
+# the project's defaults with a session sized for 2 cores and tiny frames. The tests run hundreds of different
+# queries over a few hundred rows each, so Spark evaluates expressions instead of generating and compiling a class
+# per query (code generation pays off on real volumes; the project's defaults keep it), and the JVM collects with
+# one thread: ingesting the small fleet's five raw tables, warm, 20 to 24 s against 27 to 34 s (docs/benchmarks.md).
 TEST_SPARK_CONFIG = {
     **settings.SPARK_DEFAULTS,
     "spark.master": "local[2]",
     "spark.sql.shuffle.partitions": "2",
     "spark.driver.memory": "2g",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.driver.extraJavaOptions": "-XX:+UseSerialGC",
 }
 TEST_SPARK = SparkResource(spark_config=TEST_SPARK_CONFIG)
 # the Spark settings of the short-lived processes tests start (command-line runs, the daemon's runs, the Databricks
