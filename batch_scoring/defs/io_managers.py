@@ -12,7 +12,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import REPLACED_PARTITIONS_KEY, dagster_metadata, naming_damaged_files, spark_schema
+from batch_scoring.defs.metadata import (
+    REPLACED_PARTITIONS_KEY,
+    WITH_PIPELINE_KEY,
+    dagster_metadata,
+    naming_damaged_files,
+    spark_schema,
+)
 from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
 from batch_scoring.lib.model import TrainedModel
@@ -48,7 +54,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     A table's Spark schema comes from its asset's `dagster/column_schema` metadata, so tables are read
     and written against the declared columns. Inputs are read at one Delta version each; the versions a
     step read are recorded with what it writes (`delta_versions_read`), and a model's manifest keeps them.
-    A daily input that declares a lookback (`defs.partitions.lookback`) is checked for missing days.
+    A daily input that declares a lookback (`defs.partitions.lookback`) is checked for missing days. An input of
+    the model gives its newest usable version's manifest, and the fitted pipeline too where the asset scores
+    (`scoring_model_input`).
     """
 
     warehouse: Warehouse
@@ -79,19 +87,23 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         context.log.info(f"{name}: wrote {stored[ROW_COUNT_KEY]:,} rows{days}, Delta version {stored['delta_version']}")
         context.add_output_metadata(dagster_metadata(stored))
 
-    def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel:
+    def load_input(self, context: dg.InputContext) -> DataFrame | TrainedModel | dict:
         with naming_damaged_files():
             return self._load(context)
 
-    def _load(self, context: dg.InputContext) -> DataFrame | TrainedModel:
+    def _load(self, context: dg.InputContext) -> DataFrame | TrainedModel | dict:
         upstream = context.upstream_output
         name = table_name(upstream.asset_key)
         tables = self.warehouse.tables()
         read = self._versions_read.setdefault(context.step_context.step.key, {})
         if COLUMN_SCHEMA_KEY not in upstream.definition_metadata:
-            model = ModelStore(tables, name).load_latest_usable()
-            read[name] = model.version
-            return model
+            if context.definition_metadata.get(WITH_PIPELINE_KEY):
+                model = ModelStore(tables, name).load_latest_usable()
+                read[name] = model.version
+                return model
+            manifest = ModelStore(tables, name).latest_usable_manifest()
+            read[name] = manifest["version"]
+            return manifest
         schema: T.StructType = spark_schema(upstream.definition_metadata[COLUMN_SCHEMA_KEY])
         partitions = context.asset_partition_keys if context.has_asset_partitions else None
         missing_days = context.definition_metadata.get(MISSING_DAYS_KEY)

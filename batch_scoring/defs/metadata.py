@@ -16,6 +16,8 @@ from batch_scoring.storage.delta import unreadable_file_message
 
 # an output's metadata: the partitions its write replaces, when they are not the run's days
 REPLACED_PARTITIONS_KEY = "partitions_replaced"
+# an input's metadata: of a model asset, the fitted pipeline is loaded too, not only the manifest
+WITH_PIPELINE_KEY = "batch_scoring/with_pipeline"
 
 
 def column_schema(schema: T.StructType) -> dg.TableSchema:

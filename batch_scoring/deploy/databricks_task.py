@@ -148,6 +148,11 @@ class StepInputs:
         self.versions_read["failure_model"] = model.version
         return model
 
+    def model_manifest(self) -> dict:
+        manifest = ModelStore(self.tables, "failure_model").latest_usable_manifest()
+        self.versions_read["failure_model"] = manifest["version"]
+        return manifest
+
 
 @dataclass(frozen=True)
 class RunScope:
@@ -206,7 +211,7 @@ def _daily_predictions_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
 def _maintenance_worklist_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
     threshold = scope.config["maintenance_worklist"]["min_failure_probability"]
     predictions = inputs.table("daily_predictions", PREDICTIONS_SCHEMA, scope.days)
-    return steps.maintenance_worklist(predictions, scope.days, threshold, inputs.model().manifest)
+    return steps.maintenance_worklist(predictions, scope.days, threshold, inputs.model_manifest())
 
 
 def _maintenance_worklist_page_step(scope: RunScope, inputs: StepInputs) -> StepOutcome:
@@ -227,7 +232,7 @@ def _prediction_outcomes_step(scope: RunScope, inputs: StepInputs) -> StepOutcom
         inputs.earlier_days(
             "prediction_outcomes", OUTCOMES_SCHEMA, _days_before(scope.days[0], RECENT_OUTCOME_DAYS - 1)
         ),
-        inputs.model().manifest,
+        inputs.model_manifest(),
         scope.days,
     )
 

@@ -60,6 +60,12 @@ class ModelStore:
 
     def load_latest_usable(self) -> TrainedModel:
         """The newest version, provided its check passed; otherwise say what to materialize."""
+        manifest = self.latest_usable_manifest()
+        return TrainedModel(self._load_pipeline(manifest["version"]), manifest)
+
+    def latest_usable_manifest(self) -> dict:
+        """The newest version's manifest, on the same terms as `load_latest_usable`, without loading its pipeline
+        (about a dozen small Spark jobs): what the worklist's threshold and the outcomes' comparison need."""
         newest = (
             self.tables.read(self.registry, REGISTRY_SCHEMA).orderBy(F.desc("version")).limit(1).collect()
             if self.tables.exists(self.registry)
@@ -78,7 +84,7 @@ class ModelStore:
                 f"{manifest['check']['reason']}. Materialize failure_model again (more training days, "
                 "other settings) until its check passes; scoring does not fall back to older versions."
             )
-        return TrainedModel(self._load_pipeline(version), manifest)
+        return manifest
 
     def _load_pipeline(self, version: str) -> PipelineModel:
         """A version's fitted pipeline, checked to end in the random forest scoring needs; a version whose files

@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 from pyspark.sql import types as T
 
-from batch_scoring.defs.metadata import column_schema
+from batch_scoring.defs.metadata import WITH_PIPELINE_KEY, column_schema
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY
 from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY
 
@@ -33,6 +33,13 @@ def table_spec(key: dg.AssetKey | str, schema: T.StructType, daily: bool, **more
     partitions = {"partitions_def": DAILY_PARTITIONS} if daily else {}
     spec = dg.AssetSpec(key, kinds=TABLE_KINDS, **table_metadata_args(schema), **partitions, **more)
     return spec.with_io_manager_key("io_manager")
+
+
+def scoring_model_input() -> dg.AssetIn:
+    """An input of failure_model's newest usable version with its fitted pipeline, for an asset that scores. Other
+    inputs of the model get its manifest only (the threshold it chose, its hold-out figures): loading the pipeline
+    costs about a dozen small Spark jobs."""
+    return dg.AssetIn(key="failure_model", metadata={WITH_PIPELINE_KEY: True})
 
 
 def run_days(context: dg.AssetExecutionContext) -> list[date]:

@@ -7,7 +7,6 @@ from batch_scoring.defs.assets.common import run_days, table_asset_args
 from batch_scoring.defs.metadata import step_results
 from batch_scoring.defs.partitions import MissingDays, lookback
 from batch_scoring.lib import steps
-from batch_scoring.lib.model import TrainedModel
 from batch_scoring.lib.outcomes import OUTCOME_DELAY_DAYS, OUTCOMES_SCHEMA, RECENT_OUTCOME_DAYS
 from batch_scoring.lib.steps import MAX_OUTCOME_SHORTFALL, OUTCOMES_CHECK
 from batch_scoring.lib.tables import FAILURES
@@ -33,6 +32,7 @@ GROUP = "outcomes"
         "earlier_outcomes": lookback(
             RECENT_OUTCOME_DAYS - 1, key="prediction_outcomes", days_before=1, missing=MissingDays.ALLOWED
         ),
+        "model_manifest": dg.AssetIn(key="failure_model"),  # its manifest: the hold-out figures
     },
     check_specs=[
         dg.AssetCheckSpec(
@@ -50,12 +50,12 @@ def prediction_outcomes(
     maintenance_worklist: DataFrame,
     raw_failures: DataFrame,
     earlier_outcomes: DataFrame,
-    failure_model: TrainedModel,
+    model_manifest: dict,
 ):
     days = run_days(context)
     yield from step_results(
         context,
         lambda: steps.outcomes(
-            daily_predictions, maintenance_worklist, raw_failures, earlier_outcomes, failure_model.manifest, days
+            daily_predictions, maintenance_worklist, raw_failures, earlier_outcomes, model_manifest, days
         ),
     )

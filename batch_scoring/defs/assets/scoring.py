@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from batch_scoring.defs.assets.common import run_days, table_asset_args, table_spec
+from batch_scoring.defs.assets.common import run_days, scoring_model_input, table_asset_args, table_spec
 from batch_scoring.defs.metadata import column_schema, step_results
 from batch_scoring.defs.partitions import DAILY_PARTITIONS, SPARK_BACKFILL_POLICY, MissingDays, lookback
 from batch_scoring.lib import steps
@@ -33,7 +33,8 @@ CREW_PAGES_KEY = "crew_pages"  # the IO manager writing the crews' HTML pages
     ins={
         "trailing_predictions": lookback(
             TRAILING_DAYS, key="daily_predictions", days_before=1, missing=MissingDays.ALLOWED
-        )
+        ),
+        "failure_model": scoring_model_input(),
     },
     check_specs=[
         dg.AssetCheckSpec(
@@ -82,7 +83,7 @@ class WorklistConfig(dg.Config):
             WORKLIST_SCHEMA,
             daily=True,
             group_name=GROUP,
-            deps=["daily_predictions", "failure_model"],  # the model's chosen threshold
+            deps=["daily_predictions", "failure_model"],  # the threshold the model's manifest holds
             description="For the maintenance crews: machines whose probability of a component failing within 7 "
             "days reaches the threshold, most urgent first, with the likeliest component.",
         ),
@@ -98,20 +99,19 @@ class WorklistConfig(dg.Config):
             "probabilities in percent, times in UTC (the model version is in maintenance_worklist).",
         ).with_io_manager_key(WORKLIST_FILES_KEY),
     ],
+    ins={"model_manifest": dg.AssetIn(key="failure_model")},
     backfill_policy=SPARK_BACKFILL_POLICY,
 )
 def maintenance_worklist(
     context: dg.AssetExecutionContext,
     config: WorklistConfig,
     daily_predictions: DataFrame,
-    failure_model: TrainedModel,
+    model_manifest: dict,
 ):
     days = run_days(context)
     yield from step_results(
         context,
-        lambda: steps.maintenance_worklist(
-            daily_predictions, days, config.min_failure_probability, failure_model.manifest
-        ),
+        lambda: steps.maintenance_worklist(daily_predictions, days, config.min_failure_probability, model_manifest),
     )
 
 
