@@ -82,7 +82,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             replaced = context.output_metadata.get(REPLACED_PARTITIONS_KEY)
             partitions = replaced.value if replaced is not None else context.asset_partition_keys
-        stored = store_table(tables, name, obj, declared, partitions, note, versions_read)
+        counted = context.output_metadata.get(ROW_COUNT_KEY)  # the step's own count of the rows, if it has one
+        row_count = counted.value if counted is not None else None
+        stored = store_table(tables, name, obj, declared, partitions, note, versions_read, row_count)
         days = f" for {partitions_text(partitions)}" if partitions else ""
         context.log.info(f"{name}: wrote {stored[ROW_COUNT_KEY]:,} rows{days}, Delta version {stored['delta_version']}")
         context.add_output_metadata(dagster_metadata(stored))

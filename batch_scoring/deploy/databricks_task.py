@@ -267,7 +267,14 @@ def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | st
         # one materialization reports the run's days: the last day's file, and each day's when there are several
         return {key: Location(files[max(files)]), **({f"{key}s": files} if len(files) > 1 else {})}
     return store_table(
-        scope.tables, produced.asset, produced.value, produced.schema, produced.partitions, note, versions_read
+        scope.tables,
+        produced.asset,
+        produced.value,
+        produced.schema,
+        produced.partitions,
+        note,
+        versions_read,
+        produced.row_count,
     )
 
 

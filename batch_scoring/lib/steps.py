@@ -111,6 +111,7 @@ class Produced:
     data_version: str | None = None  # what the table was made from, when a digest of it says (Dagster's data version)
     # figures of each day (partition) it holds, by day: numbers the UI charts across partitions
     per_day: dict[str, dict[str, object]] = field(default_factory=dict)
+    row_count: int | None = None  # the rows `value` holds, when the step counted them: storing it counts no more
 
 
 @dataclass(frozen=True)
@@ -178,14 +179,18 @@ def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> Records:
     return records([row.asDict() for row in df.limit(rows).collect()], _columns(df))
 
 
-def table_summary(df: DataFrame) -> dict[str, object]:
-    """Row count, time range, machines, schema and a preview of a table, from one aggregation."""
-    aggregates = [F.count(F.lit(1)).alias("rows")]
+def table_summary(df: DataFrame, row_count: int | None = None) -> dict[str, object]:
+    """Row count, time range, machines, schema and a preview of a table, from one aggregation; none given its
+    `row_count` (counted by the step) when that is 0 or the table has no time or machine column."""
+    aggregates = []
     if "datetime" in df.columns:
         aggregates += [F.min("datetime").alias("first"), F.max("datetime").alias("last")]
     if "machine_id" in df.columns:
         aggregates.append(F.count_distinct("machine_id").alias("machines"))
-    summary = df.agg(*aggregates).first().asDict()
+    if row_count is None:
+        aggregates.append(F.count(F.lit(1)).alias("rows"))
+    summary = df.agg(*aggregates).first().asDict() if aggregates and row_count != 0 else {}
+    summary.setdefault("rows", row_count)
     metadata: dict[str, object] = {
         ROW_COUNT_KEY: summary["rows"],  # a daily table's steps give each day's own (`Produced.per_day`)
         ROWS_WRITTEN_KEY: summary["rows"],
@@ -327,6 +332,7 @@ def ingest(
                 schema=QUARANTINE_SCHEMA,
                 partitions=quarantine_partitions,
                 per_day=day_figures(quarantined_by_day),
+                row_count=counts.quarantined,
             ),
             # a whole table's version is its files' fingerprint: the same files give the same table
             Produced(
@@ -337,6 +343,7 @@ def ingest(
                 partitions,
                 data_version=None if days else sources_fingerprint(sources),
                 per_day=day_figures(kept_by_day),
+                row_count=counts.kept,
             ),
         ],
         [check],
