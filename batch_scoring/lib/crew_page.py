@@ -49,7 +49,7 @@ def sensor_off_baseline(features: DataFrame) -> DataFrame:
     """(machine_id, date, off_baseline): the sensor whose 24 h mean lies furthest from the machine's own mean over
     the BASELINE_DAYS days before, in the machine's standard deviations; null without MIN_BASELINE_DAYS to compare.
     Each window statistic is a column of its own before anything uses it: written inline, Spark evaluated every
-    use as a window of its own (72 sliding windows instead of 12, 7 s instead of 0.3 s for a month of 30 machines)."""
+    use as a window of its own (72 sliding windows instead of 12, 7 s instead of 0.5 s for a month of 30 machines)."""
     before = Window.partitionBy("machine_id").orderBy(_day_number()).rangeBetween(-BASELINE_DAYS, -1)
     statistics = []
     for sensor in SENSORS:
