@@ -31,6 +31,9 @@ from batch_scoring.lib.spark import build_spark_session
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import REGISTRY_SCHEMA, ModelStore
 
+# the processes tests start (webserver and daemon, cluster, killed run): started early, checked last
+pytest_plugins = ["batch_scoring_tests.separate_processes"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "pdm-2015"
 # screenshots of what users look at (the UI, the crews' page), kept after the suite for people to look at

@@ -1,41 +1,35 @@
 """The project as users run it: `dagster-webserver` and `dagster-daemon` on a temporary DAGSTER_HOME,
 runs launched through the webserver's GraphQL API, the sensor ticking in the daemon, the UI in headless
-Chromium; the runs side by side, with a secret in their environment (the `dagster` command line: test_cluster)."""
+Chromium; the runs side by side, with a secret in their environment (the `dagster` command line: test_cluster).
+The webserver, the daemon and their runs start with the session (separate_processes.py); these tests run last."""
 
-import json
 import re
-import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
-from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
-from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
-from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     ARTIFACTS,
     REPO_ROOT,
-    copy_warehouse,
     dagster_command,
-    deployment_env,
-    free_port,
     model_versions,
     open_in_chromium,
-    start_process,
-    stop_process,
     text_of,
 )
+from batch_scoring_tests.separate_processes import (
+    BACKFILL_DAYS,
+    DROP_DAY,
+    FAKE_TOKEN,
+    GRAPHQL_DAY,
+    LOCATION,
+    SENSOR_SELECTOR,
+    Deployment,
+    Launched,
+    wait_for,
+)
 
-LOCATION = {"repositoryLocationName": "batch_scoring", "repositoryName": "__repository__"}
 ASSETS = [
     "raw_machines",
     "raw_telemetry",
@@ -51,100 +45,8 @@ ASSETS = [
 ]
 QUARANTINES = [f"quarantine/{name}" for name in ASSETS[:5]]
 MACHINES = 30  # of the shared test fleet, 2015-01-01 to 2015-04-30
-RUN_TIMEOUT = 600
-FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token in every process's environment: never written
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT, logs: tuple[Path, ...] = ()):
-    """Poll `condition` until it returns something truthy; on timeout, fail with the logs' last lines."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    tails = "\n".join(f"--- {log}:\n{log.read_text()[-3000:]}" for log in logs if log.exists())
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
-
-
-@dataclass
-class Deployment:
-    url: str
-    home: Path
-    input_dir: Path
-    warehouse: Path
-    logs: tuple[Path, ...]
-
-    def env(self) -> dict[str, str]:
-        """The environment of the deployment's processes: a secret among them, which must never be written."""
-        return deployment_env(self.input_dir, self.warehouse, self.home, DATABRICKS_TOKEN=FAKE_TOKEN)
-
-    def graphql(self, query: str, **variables) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as error:
-            pytest.fail(f"GraphQL request failed: {error}: {error.read().decode()[:2000]}")
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-    def run(self, run_id: str) -> dict:
-        return self.graphql(RUN_QUERY, runId=run_id)["runOrError"]
-
-    def wait_for_run(self, run_id: str) -> dict:
-        run = wait_for(
-            lambda: (r := self.run(run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
-            f"run {run_id} to finish",
-            logs=self.logs,
-        )
-        assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}: see the run in {self.home}"
-        return run
-
-    def predictions(self, spark, days: list[str]):
-        return DeltaTables(spark, str(self.warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
-
-
-RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
-  __typename ... on Run { runId status tags { key value } assetSelection { path } } } }"""
 MODEL_METADATA_QUERY = """{ assetOrError(assetKey: {path: ["failure_model"]}) { ... on Asset {
   assetMaterializations(limit: 1) { metadataEntries { label ... on FloatMetadataEntry { floatValue } } } } } }"""
-LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
-
-
-@pytest.fixture(scope="module")
-def deployment(quickstart, tmp_path_factory):
-    """The webserver, as in production, on a copy of what the quick start left: its folders and its instance, with
-    the runs that trained the model and scored the last day, as the UI opens after it (the daemon: `launched`)."""
-    root = tmp_path_factory.mktemp("deployment")
-    input_dir = root / "input"
-    shutil.copytree(quickstart.input_dir, input_dir)
-    warehouse = copy_warehouse(quickstart.warehouse, root / "warehouse")
-    home = shutil.copytree(quickstart.dagster_home, root / "dagster_home")
-    port = free_port()
-    logs = (root / "webserver.log", root / "daemon.log")
-    deployment = Deployment(f"http://127.0.0.1:{port}", home, input_dir, warehouse, logs)
-    command = dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
-    webserver = start_process(command, deployment.env(), output=logs[0].open("w"))
-
-    def location_loaded():
-        try:
-            (entry,) = deployment.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
-        except (urllib.error.URLError, ConnectionError):
-            return None
-        return entry["loadStatus"] == "LOADED" and entry
-
-    try:
-        entry = wait_for(location_loaded, "the webserver to load the code location", timeout=180, logs=logs)
-        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
-        yield deployment
-    finally:
-        stop_process(webserver)
 
 
 def warnings_in(log: Path) -> list[str]:
@@ -161,7 +63,7 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
     )
     assert validate.returncode == 0, validate.stdout + validate.stderr
     assert "Validation successful" in validate.stdout + validate.stderr
-    assert warnings_in(deployment.logs[0]) == []  # the daemon's log: at the end, after its runs
+    assert warnings_in(deployment.logs[0]) == []  # the webserver's (the daemon's: after its runs)
     nodes = deployment.graphql("{ assetNodes { assetKey { path } groupName description } }")["assetNodes"]
     groups = {"/".join(node["assetKey"]["path"]): node["groupName"] for node in nodes}
     assert groups == {
@@ -177,73 +79,11 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
     assert all(node["description"] for node in nodes)
 
 
-LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
-LAUNCH_BACKFILL = """mutation Backfill($params: LaunchBackfillParams!) {
-  launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
-  ... on InvalidSubsetError { message } } }"""
 BACKFILL_QUERY = """query Backfill($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status runs(limit: 10) { runId status tags { key value } } } } }"""
-SENSOR_SELECTOR = {**LOCATION, "sensorName": "new_data_sensor"}
-START_SENSOR = """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
-  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
 SENSOR_TICKS = """query Ticks($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
   ... on Sensor { sensorState { ticks(limit: 10, statuses: [SUCCESS, FAILURE]) {
   status runIds error { message } } } } } }"""
-
-GRAPHQL_DAY = "2015-04-29"  # one partition, launched as the UI's Materialize button does
-BACKFILL_DAYS = ["2015-04-20", "2015-04-21", "2015-04-22"]  # a backfill, as the UI's partitions dialog does
-DROP_DAY = "2015-04-30"  # a daily drop, for the sensor
-
-
-@dataclass
-class Launched:
-    run_id: str
-    backfill_id: str
-
-
-@pytest.fixture(scope="module")
-def launched(deployment) -> Iterator[Launched]:
-    """A run, a backfill and a drop for the sensor, all launched at once, then the daemon started: it runs them
-    side by side (its first iterations find the backfill and the sensor waiting, where a running daemon would
-    look for backfills only every 30 s). The command line's runs: test_cluster and test_faults."""
-    drop = deployment.input_dir / DROPS_FOLDER / DROP_DAY
-    drop.mkdir(parents=True)
-    with (deployment.input_dir / "PdM_telemetry.csv").open() as bulk:
-        header = next(bulk)
-        (drop / "PdM_telemetry.csv").write_text(header + "".join(line for line in bulk if line.startswith(DROP_DAY)))
-    (drop / DROP_READY_MARKER).touch()
-    started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
-    assert started["sensorState"]["status"] == "RUNNING", started
-
-    # one asset's partition, as its page's Materialize button launches it (the sensor's run makes the whole chain)
-    run_params = {
-        "selector": {**LOCATION, "jobName": "__ASSET_JOB", "assetSelection": asset_keys("daily_predictions")},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": GRAPHQL_DAY}]},
-        "runConfigData": {},
-    }
-    run = deployment.graphql(LAUNCH_RUN, params=run_params)["launchRun"]
-    assert run["__typename"] == "LaunchRunSuccess", run
-
-    backfill_params = {
-        "partitionNames": BACKFILL_DAYS,
-        "assetSelection": asset_keys("daily_predictions"),
-    }
-    backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
-    assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
-
-    command = dagster_command("dagster-daemon", "run", "-w", "workspace.yaml")
-    daemon = start_process(command, deployment.env(), output=deployment.logs[1].open("w"))
-    try:
-        yield Launched(run["run"]["runId"], backfill["backfillId"])
-    finally:
-        stop_process(daemon)
-
-
-def asset_keys(*names: str) -> list[dict]:
-    return [{"path": name.split("/")} for name in names]
 
 
 def test_a_partition_launched_through_graphql_is_materialized_and_stored(spark, deployment, launched):
@@ -279,7 +119,7 @@ def wait_for_sensor_run(deployment: Deployment) -> dict:
         assert not [t for t in ticks if t["status"] == "FAILURE"], ticks
         return next((t for t in ticks if t["runIds"]), None)
 
-    tick = wait_for(tick_with_run, "a sensor tick that requests a run", timeout=180, logs=deployment.logs)
+    tick = wait_for(tick_with_run, "a sensor tick that requests a run", timeout=300, logs=deployment.logs)
     assert tick["status"] == "SUCCESS"
     (run_id,) = tick["runIds"]
     return deployment.wait_for_run(run_id)

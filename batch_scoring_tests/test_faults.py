@@ -1,20 +1,15 @@
-"""Faults end to end, with real Dagster and real Spark: bad input and a run killed mid-write (runs at once
-and a secret in the environment: test_deployment)."""
+"""Faults end to end, with real Dagster and real Spark: bad input and a run killed mid-write (it starts with the
+session, separate_processes.py; runs at once and a secret in the environment: test_deployment)."""
 
 import gzip
-import os
 import random
 import re
 import shutil
 import signal
-import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from pyspark.sql import DataFrame
 
 from batch_scoring.defs.assets.features import features
 from batch_scoring.defs.assets.raw import RAW_ASSETS, raw_machines, raw_telemetry
@@ -25,14 +20,12 @@ from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     SMALL_FLEET_DAYS,
     copy_warehouse,
-    dagster_command,
     dagster_resources,
     days_with_rows,
-    deployment_env,
     materialization_metadata,
     materialize,
-    start_process,
 )
+from batch_scoring_tests.separate_processes import RERUN_DAYS, TELEMETRY_STEP, telemetry_files
 
 DAY = "2015-01-03"
 TABLES = (MACHINES, TELEMETRY, ERRORS, MAINTENANCE, FAILURES)
@@ -216,53 +209,11 @@ def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(
 
 # ---- separate processes through the `dagster` CLI, as production runs them ----
 
-TELEMETRY_STEP = "raw_telemetry,quarantine/raw_telemetry"  # one step writes both
-RERUN_DAYS = ("2015-01-25", "2015-02-10")  # a range holding the bad rows of 2015-02-01 and 2015-02-02
-
-
-def telemetry_files(warehouse: Path) -> set[Path]:
-    return set((warehouse / "raw_telemetry").rglob("date=*/*.parquet"))
-
-
-@dataclass
-class KilledRun:
-    """A command-line run ingesting a range of telemetry into a copy of the trained fleet, killed (SIGKILL) as
-    soon as it had written a data file."""
-
-    input_dir: Path  # the fleet's input, with one bad telemetry row on each of two days and one undated
-    warehouse: Path
-    rows_before: DataFrame  # cached
-    files_before: set[Path]
-    process: subprocess.Popen
-    output: str
-
-
-@pytest.fixture(scope="module")
-def killed_run(spark, trained_fleet, tmp_path_factory) -> KilledRun:
-    root = tmp_path_factory.mktemp("killed_run")
-    shutil.copytree(trained_fleet[0], root / "input")
-    with open(root / "input" / "PdM_telemetry.csv", "a") as telemetry:
-        telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
-    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
-    before = DeltaTables(spark, str(warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
-    before.count()
-    files_before = telemetry_files(warehouse)
-    command = ("asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", TELEMETRY_STEP)
-    process = start_process(
-        dagster_command("dagster", *command, "--partition-range", "...".join(RERUN_DAYS)),
-        deployment_env(root / "input", warehouse, root / "home"),
-    )
-    deadline = time.monotonic() + 300
-    while not telemetry_files(warehouse) - files_before and process.poll() is None:
-        assert time.monotonic() < deadline, "the range run wrote no data file in 300 s"
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    return KilledRun(root / "input", warehouse, before, files_before, process, process.communicate()[0])
-
 
 def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(spark, killed_run):
     warehouse, before = killed_run.warehouse, killed_run.rows_before
-    assert killed_run.process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{killed_run.output}"
+    output = killed_run.output()
+    assert killed_run.process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{output}"
     uncommitted = {str(p) for p in telemetry_files(warehouse) - killed_run.files_before}
     assert uncommitted, "the killed run had written data files"
 

@@ -1,0 +1,362 @@
+"""The runs the tests start in processes of their own, as production runs them: the webserver and the daemon with
+three runs (test_deployment), a range scored from the `dagster` command line on a standalone Spark cluster
+(test_cluster), and a command-line run killed mid-write (test_faults).
+
+Each takes a minute or two of one core or more, mostly a new JVM compiling Spark's code, while the test process
+waits. So they start as soon as the quick start's fleet is ready, at the session's start, and run beside the tests
+in this process; the tests that check them run last (`pytest_collection_modifyitems`). A pytest plugin of the
+test package (`conftest.py` loads it), so its session fixtures are the modules' as well."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyspark
+import pytest
+from pyspark.sql import DataFrame
+
+from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
+from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
+from batch_scoring.lib.tables import TELEMETRY
+from batch_scoring.settings import SPARK_MASTER_ENV
+from batch_scoring.storage.delta import DeltaTables
+from batch_scoring_tests.conftest import (
+    copy_warehouse,
+    dagster_command,
+    deployment_env,
+    free_port,
+    start_process,
+    stop_process,
+)
+
+# the session fixtures that start processes, in the order they start; the tests using them (or the deployment's
+# webserver) run after all others
+STARTED_EARLY = ("cluster_run", "launched", "killed_run")
+CHECKED_LAST = {*STARTED_EARLY, "deployment"}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: bool(CHECKED_LAST & set(item.fixturenames)))  # stable: the order stays otherwise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def separate_processes_started_early(request: pytest.FixtureRequest) -> None:
+    """Start the processes the session's selected tests check (none for `pytest -m unit`)."""
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    for name in STARTED_EARLY:
+        if name in needed:
+            request.getfixturevalue(name)
+
+
+RUN_TIMEOUT = 900  # a run's longest wait: the runs share two cores with the other tests' work
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = RUN_TIMEOUT, logs: tuple[Path, ...] = ()):
+    """Poll `condition` until it returns something truthy; on timeout, fail with the logs' last lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    tails = "\n".join(f"--- {log}:\n{log.read_text()[-3000:]}" for log in logs if log.exists())
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tails}")
+
+
+# ---- the webserver and the daemon (test_deployment) ----
+
+LOCATION = {"repositoryLocationName": "batch_scoring", "repositoryName": "__repository__"}
+FAKE_TOKEN = f"dapi{uuid.uuid4().hex}"  # a made-up Databricks token in every process's environment: never written
+GRAPHQL_DAY = "2015-04-29"  # one partition, launched as the UI's Materialize button does
+BACKFILL_DAYS = ["2015-04-20", "2015-04-21", "2015-04-22"]  # a backfill, as the UI's partitions dialog does
+DROP_DAY = "2015-04-30"  # a daily drop, for the sensor
+
+RUN_QUERY = """query Run($runId: ID!) { runOrError(runId: $runId) {
+  __typename ... on Run { runId status tags { key value } assetSelection { path } } } }"""
+LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
+  name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+LAUNCH_RUN = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+LAUNCH_BACKFILL = """mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  ... on InvalidSubsetError { message } } }"""
+SENSOR_SELECTOR = {**LOCATION, "sensorName": "new_data_sensor"}
+START_SENSOR = """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+
+
+@dataclass
+class Deployment:
+    url: str
+    home: Path
+    input_dir: Path
+    warehouse: Path
+    logs: tuple[Path, ...]
+
+    def env(self) -> dict[str, str]:
+        """The environment of the deployment's processes: a secret among them, which must never be written."""
+        return deployment_env(self.input_dir, self.warehouse, self.home, DATABRICKS_TOKEN=FAKE_TOKEN)
+
+    def graphql(self, query: str, **variables) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as error:
+            pytest.fail(f"GraphQL request failed: {error}: {error.read().decode()[:2000]}")
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def run(self, run_id: str) -> dict:
+        return self.graphql(RUN_QUERY, runId=run_id)["runOrError"]
+
+    def wait_for_run(self, run_id: str) -> dict:
+        run = wait_for(
+            lambda: (r := self.run(run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
+            f"run {run_id} to finish",
+            RUN_TIMEOUT,
+            self.logs,
+        )
+        assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}: see the run in {self.home}"
+        return run
+
+    def predictions(self, spark, days: list[str]):
+        return DeltaTables(spark, str(self.warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
+
+
+@pytest.fixture(scope="session")
+def deployment(quickstart, tmp_path_factory) -> Iterator[Deployment]:
+    """The webserver, as in production, on a copy of what the quick start left: its folders and its instance, with
+    the runs that trained the model and scored the last day, as the UI opens after it (the daemon: `launched`)."""
+    root = tmp_path_factory.mktemp("deployment")
+    input_dir = root / "input"
+    shutil.copytree(quickstart.input_dir, input_dir)
+    warehouse = copy_warehouse(quickstart.warehouse, root / "warehouse")
+    home = shutil.copytree(quickstart.dagster_home, root / "dagster_home")
+    port = free_port()
+    logs = (root / "webserver.log", root / "daemon.log")
+    deployment = Deployment(f"http://127.0.0.1:{port}", home, input_dir, warehouse, logs)
+    command = dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
+    webserver = start_process(command, deployment.env(), output=logs[0].open("w"))
+
+    def location_loaded():
+        try:
+            (entry,) = deployment.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        return entry["loadStatus"] == "LOADED" and entry
+
+    try:
+        entry = wait_for(location_loaded, "the webserver to load the code location", 300, logs)
+        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+        yield deployment
+    finally:
+        stop_process(webserver)
+
+
+@dataclass
+class Launched:
+    run_id: str
+    backfill_id: str
+
+
+def asset_keys(*names: str) -> list[dict]:
+    return [{"path": name.split("/")} for name in names]
+
+
+@pytest.fixture(scope="session")
+def launched(deployment) -> Iterator[Launched]:
+    """A run, a backfill and a drop for the sensor, all launched at once, then the daemon started: it runs them
+    side by side (its first iterations find the backfill and the sensor waiting, where a running daemon would
+    look for backfills only every 30 s)."""
+    drop = deployment.input_dir / DROPS_FOLDER / DROP_DAY
+    drop.mkdir(parents=True)
+    with (deployment.input_dir / "PdM_telemetry.csv").open() as bulk:
+        header = next(bulk)
+        (drop / "PdM_telemetry.csv").write_text(header + "".join(line for line in bulk if line.startswith(DROP_DAY)))
+    (drop / DROP_READY_MARKER).touch()
+    started = deployment.graphql(START_SENSOR, selector=SENSOR_SELECTOR)["startSensor"]
+    assert started["sensorState"]["status"] == "RUNNING", started
+
+    # one asset's partition, as its page's Materialize button launches it (the sensor's run makes the whole chain)
+    run_params = {
+        "selector": {**LOCATION, "jobName": "__ASSET_JOB", "assetSelection": asset_keys("daily_predictions")},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": GRAPHQL_DAY}]},
+        "runConfigData": {},
+    }
+    run = deployment.graphql(LAUNCH_RUN, params=run_params)["launchRun"]
+    assert run["__typename"] == "LaunchRunSuccess", run
+
+    backfill_params = {
+        "partitionNames": BACKFILL_DAYS,
+        "assetSelection": asset_keys("daily_predictions"),
+    }
+    backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
+    assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
+
+    command = dagster_command("dagster-daemon", "run", "-w", "workspace.yaml")
+    daemon = start_process(command, deployment.env(), output=deployment.logs[1].open("w"))
+    try:
+        yield Launched(run["run"]["runId"], backfill["backfillId"])
+    finally:
+        stop_process(daemon)
+
+
+# ---- a standalone Spark cluster (test_cluster) ----
+
+CLUSTER_DAYS = ("2015-04-29", "2015-04-30")  # one run for the range; the quick start scored the last one locally
+ON_CLUSTER = (
+    "raw_telemetry",
+    "quarantine/raw_telemetry",
+    "daily_predictions",
+    "maintenance_worklist",
+    "maintenance_worklist_csv",
+)
+SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+LOOPBACK = {"SPARK_LOCAL_IP": "127.0.0.1"}  # the machine's name may resolve to an address Spark should not use
+
+
+def master_state(web_port: int) -> dict | None:
+    """The master's state from its web UI, or None while it is not up (no answer, or an empty page yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/json/", timeout=5) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class ClusterRun:
+    """A `dagster asset materialize` of two days on a standalone cluster, into a copy of the quick start's
+    warehouse."""
+
+    process: subprocess.Popen
+    log: Path
+    warehouse: Path
+    web_port: int
+
+    def output(self) -> str:
+        """What the run printed, once it has ended."""
+        self.process.wait(timeout=RUN_TIMEOUT)
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def cluster_run(trained_fleet, tmp_path_factory) -> Iterator[ClusterRun]:
+    """A Spark standalone master and one worker (1 core, 1 GiB), and the run on them; the cluster stopped at the end
+    with all it started."""
+    root = tmp_path_factory.mktemp("cluster")
+    input_dir = shutil.copytree(trained_fleet[0], root / "input")
+    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
+    (warehouse / "worklists" / f"maintenance_worklist_{CLUSTER_DAYS[-1]}.csv").unlink()  # the quick start's
+    port, web_port = free_port(), free_port()
+    env = {**os.environ, **LOOPBACK}
+    master_url = f"spark://127.0.0.1:{port}"
+    master = start_process(
+        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--webui-port", str(web_port)],
+        env,
+        output=(root / "master.log").open("w"),
+    )
+    worker = start_process(
+        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
+        + ["--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(root / "work")],
+        env,
+        output=(root / "worker.log").open("w"),
+    )
+    processes = [worker, master]
+    try:
+        logs = (root / "master.log", root / "worker.log")
+        wait_for(lambda: (master_state(web_port) or {}).get("aliveworkers") == 1, "a master with a worker", 180, logs)
+        run_env = deployment_env(input_dir, warehouse, root / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
+        command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", ",".join(ON_CLUSTER)]
+        log = root / "run.log"
+        run = start_process(
+            dagster_command("dagster", *command, "--partition-range", "...".join(CLUSTER_DAYS)),
+            run_env,
+            output=log.open("w"),
+        )
+        processes.insert(0, run)
+        yield ClusterRun(run, log, warehouse, web_port)
+    finally:
+        for process in processes:
+            stop_process(process)
+
+
+# ---- a command-line run killed mid-write (test_faults) ----
+
+TELEMETRY_STEP = "raw_telemetry,quarantine/raw_telemetry"  # one step writes both
+RERUN_DAYS = ("2015-01-25", "2015-02-10")  # a range holding the bad rows of 2015-02-01 and 2015-02-02
+
+
+def telemetry_files(warehouse: Path) -> set[Path]:
+    return set((warehouse / "raw_telemetry").rglob("date=*/*.parquet"))
+
+
+@dataclass
+class KilledRun:
+    """A command-line run ingesting a range of telemetry into a copy of the trained fleet, killed (SIGKILL) as
+    soon as it had written a data file, by a thread watching the table's folder."""
+
+    input_dir: Path  # the fleet's input, with one bad telemetry row on each of two days and one undated
+    warehouse: Path
+    rows_before: DataFrame  # cached
+    files_before: set[Path]
+    process: subprocess.Popen
+    log: Path
+    watcher: threading.Thread = field(repr=False)
+
+    def output(self) -> str:
+        """What the run printed, once it has been killed (or has ended by itself)."""
+        self.watcher.join(timeout=RUN_TIMEOUT)
+        self.process.wait(timeout=60)
+        return self.log.read_text()
+
+
+def kill_on_first_data_file(process: subprocess.Popen, warehouse: Path, files_before: set[Path]) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not telemetry_files(warehouse) - files_before and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def killed_run(spark, trained_fleet, tmp_path_factory) -> KilledRun:
+    root = tmp_path_factory.mktemp("killed_run")
+    shutil.copytree(trained_fleet[0], root / "input")
+    with open(root / "input" / "PdM_telemetry.csv", "a") as telemetry:
+        telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
+    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
+    before = DeltaTables(spark, str(warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
+    before.count()
+    files_before = telemetry_files(warehouse)
+    command = ("asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", TELEMETRY_STEP)
+    log = root / "run.log"
+    process = start_process(
+        dagster_command("dagster", *command, "--partition-range", "...".join(RERUN_DAYS)),
+        deployment_env(root / "input", warehouse, root / "home"),
+        output=log.open("w"),
+    )
+    watcher = threading.Thread(target=kill_on_first_data_file, args=(process, warehouse, files_before), daemon=True)
+    watcher.start()
+    return KilledRun(root / "input", warehouse, before, files_before, process, log, watcher)
