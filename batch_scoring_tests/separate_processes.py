@@ -2,10 +2,11 @@
 three runs (test_deployment), a range scored from the `dagster` command line on a standalone Spark cluster
 (test_cluster), and a command-line run killed mid-write (test_faults).
 
-Each takes a minute or two of one core or more, mostly a new JVM compiling Spark's code, while the test process
-waits. So they start as soon as the quick start's fleet is ready, at the session's start, and run beside the tests
-in this process; the tests that check them run last (`pytest_collection_modifyitems`). A pytest plugin of the
-test package (`conftest.py` loads it), so its session fixtures are the modules' as well."""
+Each takes a minute or more of one core and a half, mostly a new JVM compiling Spark's code, while the test process
+would wait. So they start with the session, once the quick start's fleet is ready, and run one after another on a
+thread of their own beside the tests in this process (about 1.2 cores): both cores stay busy, neither side starves.
+The tests that check them run last (`pytest_collection_modifyitems`). A pytest plugin of the test package
+(`conftest.py` loads it), so its session fixtures are the test modules' too."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyspark
@@ -41,20 +43,26 @@ from batch_scoring_tests.conftest import (
     stop_process,
 )
 
-# the session fixtures that start processes, in the order they start; the tests using them (or the deployment's
-# webserver) run after all others
-STARTED_EARLY = ("cluster_run", "launched", "killed_run")
-CHECKED_LAST = {*STARTED_EARLY, "deployment"}
+# the session fixtures that queue processes, in the order they run; the tests using them run after all others
+STARTED_EARLY = ("cluster_started", "deployment_started", "killed_run_started")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: bool(CHECKED_LAST & set(item.fixturenames)))  # stable: the order stays otherwise
+    items.sort(key=lambda item: not set(STARTED_EARLY).isdisjoint(item.fixturenames))  # stable otherwise
+
+
+@pytest.fixture(scope="session")
+def separate_processes() -> Iterator[ThreadPoolExecutor]:
+    """The thread that runs the separate processes, each job once the one before has ended."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="separate-processes") as thread:
+        yield thread
+        thread.shutdown(cancel_futures=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def separate_processes_started_early(request: pytest.FixtureRequest) -> None:
-    """Start the processes the session's selected tests check (none for `pytest -m unit`)."""
+    """Queue the processes the session's selected tests check (none for `pytest -m unit`)."""
     needed = {name for item in request.session.items for name in item.fixturenames}
     for name in STARTED_EARLY:
         if name in needed:
@@ -133,8 +141,7 @@ class Deployment:
         run = wait_for(
             lambda: (r := self.run(run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
             f"run {run_id} to finish",
-            RUN_TIMEOUT,
-            self.logs,
+            logs=self.logs,
         )
         assert run["status"] == "SUCCESS", f"run {run_id} ended {run['status']}: see the run in {self.home}"
         return run
@@ -143,20 +150,65 @@ class Deployment:
         return DeltaTables(spark, str(self.warehouse)).read("daily_predictions", PREDICTIONS_SCHEMA, days)
 
 
+@dataclass
+class Launched:
+    run_id: str
+    backfill_id: str
+
+
+@contextmanager
+def stopped_at_the_end() -> Iterator[list[subprocess.Popen]]:
+    """A list to put started processes in: they are stopped, the last started first, when the block ends."""
+    processes: list[subprocess.Popen] = []
+    try:
+        yield processes
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+
+
 @pytest.fixture(scope="session")
-def deployment(quickstart, tmp_path_factory) -> Iterator[Deployment]:
+def deployment_started(quickstart, tmp_path_factory, separate_processes) -> Iterator[Future]:
     """The webserver, as in production, on a copy of what the quick start left: its folders and its instance, with
-    the runs that trained the model and scored the last day, as the UI opens after it (the daemon: `launched`)."""
+    the runs that trained the model and scored the last day, as the UI opens after it; then the daemon and the runs
+    it is given (`launch_and_run`). The future's result: the deployment and what was launched."""
     root = tmp_path_factory.mktemp("deployment")
     input_dir = root / "input"
     shutil.copytree(quickstart.input_dir, input_dir)
     warehouse = copy_warehouse(quickstart.warehouse, root / "warehouse")
     home = shutil.copytree(quickstart.dagster_home, root / "dagster_home")
-    port = free_port()
     logs = (root / "webserver.log", root / "daemon.log")
-    deployment = Deployment(f"http://127.0.0.1:{port}", home, input_dir, warehouse, logs)
-    command = dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
-    webserver = start_process(command, deployment.env(), output=logs[0].open("w"))
+    deployment = Deployment(f"http://127.0.0.1:{free_port()}", home, input_dir, warehouse, logs)
+    with stopped_at_the_end() as processes:
+        yield separate_processes.submit(launch_and_run, deployment, processes)
+
+
+@pytest.fixture
+def deployment(deployment_started) -> Deployment:
+    return deployment_started.result()[0]
+
+
+@pytest.fixture
+def launched(deployment_started) -> Launched:
+    return deployment_started.result()[1]
+
+
+def asset_keys(*names: str) -> list[dict]:
+    return [{"path": name.split("/")} for name in names]
+
+
+RUNS_QUERY = "{ runsOrError { ... on Runs { results { status } } } }"
+IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+
+
+def launch_and_run(deployment: Deployment, processes: list[subprocess.Popen]) -> tuple[Deployment, Launched]:
+    """Start the webserver; launch a run, a backfill and a drop for the sensor, all at once; then start the daemon,
+    which runs them side by side (its first iterations find the backfill and the sensor waiting, where a running
+    daemon would look for backfills only every 30 s). Return once the three runs have ended, whatever became of
+    them: the tests say."""
+    port = deployment.url.rsplit(":", 1)[1]
+    command = dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", port)
+    processes.append(start_process(command, deployment.env(), output=deployment.logs[0].open("w")))
 
     def location_loaded():
         try:
@@ -165,29 +217,10 @@ def deployment(quickstart, tmp_path_factory) -> Iterator[Deployment]:
             return None
         return entry["loadStatus"] == "LOADED" and entry
 
-    try:
-        entry = wait_for(location_loaded, "the webserver to load the code location", 300, logs)
-        assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
-        yield deployment
-    finally:
-        stop_process(webserver)
+    entry = wait_for(location_loaded, "the webserver to load the code location", 300, deployment.logs)
+    assert entry["locationOrLoadError"]["__typename"] == "RepositoryLocation", entry
+    runs_before = len(deployment.graphql(RUNS_QUERY)["runsOrError"]["results"])
 
-
-@dataclass
-class Launched:
-    run_id: str
-    backfill_id: str
-
-
-def asset_keys(*names: str) -> list[dict]:
-    return [{"path": name.split("/")} for name in names]
-
-
-@pytest.fixture(scope="session")
-def launched(deployment) -> Iterator[Launched]:
-    """A run, a backfill and a drop for the sensor, all launched at once, then the daemon started: it runs them
-    side by side (its first iterations find the backfill and the sensor waiting, where a running daemon would
-    look for backfills only every 30 s)."""
     drop = deployment.input_dir / DROPS_FOLDER / DROP_DAY
     drop.mkdir(parents=True)
     with (deployment.input_dir / "PdM_telemetry.csv").open() as bulk:
@@ -206,19 +239,19 @@ def launched(deployment) -> Iterator[Launched]:
     run = deployment.graphql(LAUNCH_RUN, params=run_params)["launchRun"]
     assert run["__typename"] == "LaunchRunSuccess", run
 
-    backfill_params = {
-        "partitionNames": BACKFILL_DAYS,
-        "assetSelection": asset_keys("daily_predictions"),
-    }
+    backfill_params = {"partitionNames": BACKFILL_DAYS, "assetSelection": asset_keys("daily_predictions")}
     backfill = deployment.graphql(LAUNCH_BACKFILL, params=backfill_params)["launchPartitionBackfill"]
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
 
     command = dagster_command("dagster-daemon", "run", "-w", "workspace.yaml")
-    daemon = start_process(command, deployment.env(), output=deployment.logs[1].open("w"))
-    try:
-        yield Launched(run["run"]["runId"], backfill["backfillId"])
-    finally:
-        stop_process(daemon)
+    processes.append(start_process(command, deployment.env(), output=deployment.logs[1].open("w")))
+
+    def three_runs_ended():
+        statuses = [r["status"] for r in deployment.graphql(RUNS_QUERY)["runsOrError"]["results"]]
+        return len(statuses) >= runs_before + 3 and IN_PROGRESS.isdisjoint(statuses)
+
+    wait_for(three_runs_ended, "the daemon's three runs to end", logs=deployment.logs)
+    return deployment, Launched(run["run"]["runId"], backfill["backfillId"])
 
 
 # ---- a standalone Spark cluster (test_cluster) ----
@@ -247,59 +280,50 @@ def master_state(web_port: int) -> dict | None:
 @dataclass
 class ClusterRun:
     """A `dagster asset materialize` of two days on a standalone cluster, into a copy of the quick start's
-    warehouse."""
+    warehouse, ended."""
 
     process: subprocess.Popen
-    log: Path
+    output: str
     warehouse: Path
     web_port: int
 
-    def output(self) -> str:
-        """What the run printed, once it has ended."""
-        self.process.wait(timeout=RUN_TIMEOUT)
-        return self.log.read_text()
-
 
 @pytest.fixture(scope="session")
-def cluster_run(trained_fleet, tmp_path_factory) -> Iterator[ClusterRun]:
-    """A Spark standalone master and one worker (1 core, 1 GiB), and the run on them; the cluster stopped at the end
-    with all it started."""
+def cluster_started(trained_fleet, tmp_path_factory, separate_processes) -> Iterator[Future]:
+    """A Spark standalone master and one worker (1 core, 1 GiB), and the run on them (`run_on_a_cluster`); the
+    cluster stopped at the end."""
     root = tmp_path_factory.mktemp("cluster")
     input_dir = shutil.copytree(trained_fleet[0], root / "input")
     warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
     (warehouse / "worklists" / f"maintenance_worklist_{CLUSTER_DAYS[-1]}.csv").unlink()  # the quick start's
+    with stopped_at_the_end() as processes:
+        yield separate_processes.submit(run_on_a_cluster, root, input_dir, warehouse, processes)
+
+
+@pytest.fixture
+def cluster_run(cluster_started) -> ClusterRun:
+    return cluster_started.result()
+
+
+def run_on_a_cluster(root: Path, input_dir: Path, warehouse: Path, processes: list[subprocess.Popen]) -> ClusterRun:
     port, web_port = free_port(), free_port()
     env = {**os.environ, **LOOPBACK}
     master_url = f"spark://127.0.0.1:{port}"
-    master = start_process(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--webui-port", str(web_port)],
-        env,
-        output=(root / "master.log").open("w"),
-    )
-    worker = start_process(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
-        + ["--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(root / "work")],
-        env,
-        output=(root / "worker.log").open("w"),
-    )
-    processes = [worker, master]
-    try:
-        logs = (root / "master.log", root / "worker.log")
-        wait_for(lambda: (master_state(web_port) or {}).get("aliveworkers") == 1, "a master with a worker", 180, logs)
-        run_env = deployment_env(input_dir, warehouse, root / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
-        command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", ",".join(ON_CLUSTER)]
-        log = root / "run.log"
-        run = start_process(
-            dagster_command("dagster", *command, "--partition-range", "...".join(CLUSTER_DAYS)),
-            run_env,
-            output=log.open("w"),
-        )
-        processes.insert(0, run)
-        yield ClusterRun(run, log, warehouse, web_port)
-    finally:
-        for process in processes:
-            stop_process(process)
+    logs = (root / "master.log", root / "worker.log", root / "run.log")
+    master = [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+    processes.append(start_process([*master, "--webui-port", str(web_port)], env, output=logs[0].open("w")))
+    worker = [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
+    worker += ["--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(root / "work")]
+    processes.append(start_process(worker, env, output=logs[1].open("w")))
+    wait_for(lambda: (master_state(web_port) or {}).get("aliveworkers") == 1, "a master with a worker", 180, logs)
+
+    run_env = deployment_env(input_dir, warehouse, root / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
+    command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", ",".join(ON_CLUSTER)]
+    command += ["--partition-range", "...".join(CLUSTER_DAYS)]
+    run = start_process(dagster_command("dagster", *command), run_env, output=logs[2].open("w"))
+    processes.append(run)
+    run.wait(timeout=RUN_TIMEOUT)
+    return ClusterRun(run, logs[2].read_text(), warehouse, web_port)
 
 
 # ---- a command-line run killed mid-write (test_faults) ----
@@ -315,48 +339,47 @@ def telemetry_files(warehouse: Path) -> set[Path]:
 @dataclass
 class KilledRun:
     """A command-line run ingesting a range of telemetry into a copy of the trained fleet, killed (SIGKILL) as
-    soon as it had written a data file, by a thread watching the table's folder."""
+    soon as it had written a data file."""
 
     input_dir: Path  # the fleet's input, with one bad telemetry row on each of two days and one undated
     warehouse: Path
     rows_before: DataFrame  # cached
     files_before: set[Path]
     process: subprocess.Popen
-    log: Path
-    watcher: threading.Thread = field(repr=False)
-
-    def output(self) -> str:
-        """What the run printed, once it has been killed (or has ended by itself)."""
-        self.watcher.join(timeout=RUN_TIMEOUT)
-        self.process.wait(timeout=60)
-        return self.log.read_text()
+    output: str
 
 
-def kill_on_first_data_file(process: subprocess.Popen, warehouse: Path, files_before: set[Path]) -> None:
+@pytest.fixture(scope="session")
+def killed_run_started(spark, trained_fleet, tmp_path_factory, separate_processes) -> Iterator[Future]:
+    root = tmp_path_factory.mktemp("killed_run")
+    input_dir = shutil.copytree(trained_fleet[0], root / "input")
+    with open(input_dir / "PdM_telemetry.csv", "a") as telemetry:
+        telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
+    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
+    before = DeltaTables(spark, str(warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
+    before.count()
+    with stopped_at_the_end() as processes:
+        yield separate_processes.submit(run_and_kill, root, input_dir, warehouse, before, processes)
+
+
+@pytest.fixture
+def killed_run(killed_run_started) -> KilledRun:
+    return killed_run_started.result()
+
+
+def run_and_kill(root: Path, input_dir: Path, warehouse: Path, before: DataFrame, processes) -> KilledRun:
+    files_before = telemetry_files(warehouse)
+    command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", TELEMETRY_STEP]
+    command += ["--partition-range", "...".join(RERUN_DAYS)]
+    log = root / "run.log"
+    process = start_process(
+        dagster_command("dagster", *command), deployment_env(input_dir, warehouse, root / "home"), log.open("w")
+    )
+    processes.append(process)
     deadline = time.monotonic() + RUN_TIMEOUT
     while not telemetry_files(warehouse) - files_before and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="session")
-def killed_run(spark, trained_fleet, tmp_path_factory) -> KilledRun:
-    root = tmp_path_factory.mktemp("killed_run")
-    shutil.copytree(trained_fleet[0], root / "input")
-    with open(root / "input" / "PdM_telemetry.csv", "a") as telemetry:
-        telemetry.write("2015-02-01 05:00:00,1,x,450,100,40\n2015-02-02 05:00:00,1,x,450,100,40\nsoon,1,1,1,1,1\n")
-    warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
-    before = DeltaTables(spark, str(warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
-    before.count()
-    files_before = telemetry_files(warehouse)
-    command = ("asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", TELEMETRY_STEP)
-    log = root / "run.log"
-    process = start_process(
-        dagster_command("dagster", *command, "--partition-range", "...".join(RERUN_DAYS)),
-        deployment_env(root / "input", warehouse, root / "home"),
-        output=log.open("w"),
-    )
-    watcher = threading.Thread(target=kill_on_first_data_file, args=(process, warehouse, files_before), daemon=True)
-    watcher.start()
-    return KilledRun(root / "input", warehouse, before, files_before, process, log, watcher)
+    process.wait()
+    return KilledRun(input_dir, warehouse, before, files_before, process, log.read_text())

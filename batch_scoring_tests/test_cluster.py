@@ -15,8 +15,7 @@ def test_a_range_scored_from_the_command_line_on_a_standalone_cluster_equals_the
 ):
     # two days' telemetry, predictions and worklists in one run: an input file parsed and a model applied to a
     # table read, on the cluster's executors
-    output = cluster_run.output()
-    assert cluster_run.process.returncode == 0, output[-5000:]
+    assert cluster_run.process.returncode == 0, cluster_run.output[-5000:]
     on_cluster, local = cluster_run.warehouse, trained_fleet[1]
 
     state = master_state(cluster_run.web_port)

@@ -212,8 +212,7 @@ def test_days_without_telemetry_in_a_range_are_written_empty_and_listed(
 
 def test_a_run_killed_mid_write_leaves_the_previous_table_readable_and_a_rerun_succeeds(spark, killed_run):
     warehouse, before = killed_run.warehouse, killed_run.rows_before
-    output = killed_run.output()
-    assert killed_run.process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{output}"
+    assert killed_run.process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{killed_run.output}"
     uncommitted = {str(p) for p in telemetry_files(warehouse) - killed_run.files_before}
     assert uncommitted, "the killed run had written data files"
 
