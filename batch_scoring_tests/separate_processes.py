@@ -5,6 +5,8 @@ three runs (test_deployment), a range scored from the `dagster` command line on 
 Each takes a minute or more of one core and a half, mostly a new JVM compiling Spark's code, while the test process
 would wait. So they start with the session, once the quick start's fleet is ready, and run one after another on a
 thread of their own beside the tests in this process (about 1.2 cores): both cores stay busy, neither side starves.
+Their environments are taken when their fixtures are set up, before any test runs: tests change this process's
+environment meanwhile (test_databricks switches to Databricks).
 The tests that check them run last (`pytest_collection_modifyitems`). A pytest plugin of the test package
 (`conftest.py` loads it), so its session fixtures are the test modules' too."""
 
@@ -115,10 +117,7 @@ class Deployment:
     input_dir: Path
     warehouse: Path
     logs: tuple[Path, ...]
-
-    def env(self) -> dict[str, str]:
-        """The environment of the deployment's processes: a secret among them, which must never be written."""
-        return deployment_env(self.input_dir, self.warehouse, self.home, DATABRICKS_TOKEN=FAKE_TOKEN)
+    env: dict[str, str]  # of the deployment's processes: a secret among them, which must never be written
 
     def graphql(self, query: str, **variables) -> dict:
         request = urllib.request.Request(
@@ -178,7 +177,8 @@ def deployment_started(quickstart, tmp_path_factory, separate_processes) -> Iter
     warehouse = copy_warehouse(quickstart.warehouse, root / "warehouse")
     home = shutil.copytree(quickstart.dagster_home, root / "dagster_home")
     logs = (root / "webserver.log", root / "daemon.log")
-    deployment = Deployment(f"http://127.0.0.1:{free_port()}", home, input_dir, warehouse, logs)
+    env = deployment_env(input_dir, warehouse, home, DATABRICKS_TOKEN=FAKE_TOKEN)
+    deployment = Deployment(f"http://127.0.0.1:{free_port()}", home, input_dir, warehouse, logs, env)
     with stopped_at_the_end() as processes:
         yield separate_processes.submit(launch_and_run, deployment, processes)
 
@@ -208,7 +208,7 @@ def launch_and_run(deployment: Deployment, processes: list[subprocess.Popen]) ->
     them: the tests say."""
     port = deployment.url.rsplit(":", 1)[1]
     command = dagster_command("dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", port)
-    processes.append(start_process(command, deployment.env(), output=deployment.logs[0].open("w")))
+    processes.append(start_process(command, deployment.env, output=deployment.logs[0].open("w")))
 
     def location_loaded():
         try:
@@ -244,7 +244,7 @@ def launch_and_run(deployment: Deployment, processes: list[subprocess.Popen]) ->
     assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
 
     command = dagster_command("dagster-daemon", "run", "-w", "workspace.yaml")
-    processes.append(start_process(command, deployment.env(), output=deployment.logs[1].open("w")))
+    processes.append(start_process(command, deployment.env, output=deployment.logs[1].open("w")))
 
     def three_runs_ended():
         statuses = [r["status"] for r in deployment.graphql(RUNS_QUERY)["runsOrError"]["results"]]
@@ -278,6 +278,20 @@ def master_state(web_port: int) -> dict | None:
 
 
 @dataclass
+class StandaloneCluster:
+    """A master and one worker, started by `run_on_a_cluster`."""
+
+    root: Path  # its logs and the worker's folder
+    port: int
+    web_port: int
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"spark://127.0.0.1:{self.port}"
+
+
+@dataclass
 class ClusterRun:
     """A `dagster asset materialize` of two days on a standalone cluster, into a copy of the quick start's
     warehouse, ended."""
@@ -296,8 +310,10 @@ def cluster_started(trained_fleet, tmp_path_factory, separate_processes) -> Iter
     input_dir = shutil.copytree(trained_fleet[0], root / "input")
     warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
     (warehouse / "worklists" / f"maintenance_worklist_{CLUSTER_DAYS[-1]}.csv").unlink()  # the quick start's
+    cluster = StandaloneCluster(root, free_port(), free_port(), {**os.environ, **LOOPBACK})
+    run_env = deployment_env(input_dir, warehouse, root / "home", **LOOPBACK, **{SPARK_MASTER_ENV: cluster.url})
     with stopped_at_the_end() as processes:
-        yield separate_processes.submit(run_on_a_cluster, root, input_dir, warehouse, processes)
+        yield separate_processes.submit(run_on_a_cluster, cluster, run_env, warehouse, processes)
 
 
 @pytest.fixture
@@ -305,19 +321,19 @@ def cluster_run(cluster_started) -> ClusterRun:
     return cluster_started.result()
 
 
-def run_on_a_cluster(root: Path, input_dir: Path, warehouse: Path, processes: list[subprocess.Popen]) -> ClusterRun:
-    port, web_port = free_port(), free_port()
-    env = {**os.environ, **LOOPBACK}
-    master_url = f"spark://127.0.0.1:{port}"
+def run_on_a_cluster(
+    cluster: StandaloneCluster, run_env: dict[str, str], warehouse: Path, processes: list[subprocess.Popen]
+) -> ClusterRun:
+    root, web_port = cluster.root, cluster.web_port
     logs = (root / "master.log", root / "worker.log", root / "run.log")
-    master = [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
-    processes.append(start_process([*master, "--webui-port", str(web_port)], env, output=logs[0].open("w")))
-    worker = [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
-    worker += ["--cores", "1", "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(root / "work")]
-    processes.append(start_process(worker, env, output=logs[1].open("w")))
+    master = [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
+    master += ["--port", str(cluster.port), "--webui-port", str(web_port)]
+    processes.append(start_process(master, cluster.env, output=logs[0].open("w")))
+    worker = [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", cluster.url, "--host", "127.0.0.1"]
+    worker += ["--cores", "1", "--memory", "1g", "--webui-port", "0", "--work-dir", str(root / "work")]
+    processes.append(start_process(worker, cluster.env, output=logs[1].open("w")))
     wait_for(lambda: (master_state(web_port) or {}).get("aliveworkers") == 1, "a master with a worker", 180, logs)
 
-    run_env = deployment_env(input_dir, warehouse, root / "home", **LOOPBACK, **{SPARK_MASTER_ENV: master_url})
     command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", ",".join(ON_CLUSTER)]
     command += ["--partition-range", "...".join(CLUSTER_DAYS)]
     run = start_process(dagster_command("dagster", *command), run_env, output=logs[2].open("w"))
@@ -358,8 +374,9 @@ def killed_run_started(spark, trained_fleet, tmp_path_factory, separate_processe
     warehouse = copy_warehouse(trained_fleet[1], root / "warehouse")
     before = DeltaTables(spark, str(warehouse)).read("raw_telemetry", TELEMETRY.schema).cache()
     before.count()
+    env = deployment_env(input_dir, warehouse, root / "home")
     with stopped_at_the_end() as processes:
-        yield separate_processes.submit(run_and_kill, root, input_dir, warehouse, before, processes)
+        yield separate_processes.submit(run_and_kill, root, env, input_dir, warehouse, before, processes)
 
 
 @pytest.fixture
@@ -367,14 +384,14 @@ def killed_run(killed_run_started) -> KilledRun:
     return killed_run_started.result()
 
 
-def run_and_kill(root: Path, input_dir: Path, warehouse: Path, before: DataFrame, processes) -> KilledRun:
+def run_and_kill(
+    root: Path, env: dict[str, str], input_dir: Path, warehouse: Path, before: DataFrame, processes: list
+) -> KilledRun:
     files_before = telemetry_files(warehouse)
     command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", TELEMETRY_STEP]
     command += ["--partition-range", "...".join(RERUN_DAYS)]
     log = root / "run.log"
-    process = start_process(
-        dagster_command("dagster", *command), deployment_env(input_dir, warehouse, root / "home"), log.open("w")
-    )
+    process = start_process(dagster_command("dagster", *command), env, log.open("w"))
     processes.append(process)
     deadline = time.monotonic() + RUN_TIMEOUT
     while not telemetry_files(warehouse) - files_before and process.poll() is None and time.monotonic() < deadline:

@@ -57,7 +57,7 @@ def test_the_code_location_loads_without_errors_or_warnings(deployment):
     validate = subprocess.run(
         dagster_command("dagster", "definitions", "validate", "-w", "workspace.yaml"),
         cwd=REPO_ROOT,
-        env=deployment.env(),
+        env=deployment.env,
         capture_output=True,
         text=True,
     )
