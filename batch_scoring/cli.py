@@ -249,7 +249,7 @@ def _train_and_score(
         run_config={**QUIET_LOGS, **model_config},
     )
     print()
-    print(training_summary(materialized_metadata(training), training.get_asset_check_evaluations()))
+    print(training_summary(materialized_metadata(training.all_events), training.get_asset_check_evaluations()))
     if not training.success:
         print("\nThe run failed; see the messages above.")
         return False
@@ -285,7 +285,7 @@ def score_days(instance, input_dir: Path, first: date, last: date, scoring_only:
     )
     print()
     print(
-        scoring_summary(materialized_metadata(scoring), last)
+        scoring_summary(materialized_metadata(scoring.all_events), last)
         if scoring.success
         else "The scoring run failed; see above."
     )

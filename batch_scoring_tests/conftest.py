@@ -283,7 +283,7 @@ def model_manifests(spark, warehouse: Path) -> list[dict]:
 
 def materialization_metadata(result: dg.ExecuteInProcessResult, asset_name: str) -> dict[str, object]:
     """The metadata values of an asset's last materialization in a run."""
-    return materialized_metadata(result)[asset_name]
+    return materialized_metadata(result.all_events)[asset_name]
 
 
 def model_versions(spark, warehouse: Path) -> list[str]:

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,12 +32,29 @@ import pyspark
 import pytest
 from pyspark.sql import DataFrame
 
+from batch_scoring.deploy.databricks import NODE_NAME
 from batch_scoring.lib.ingest import DROP_READY_MARKER, DROPS_FOLDER
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA
 from batch_scoring.lib.tables import TELEMETRY
-from batch_scoring.settings import SPARK_MASTER_ENV
+from batch_scoring.settings import (
+    DATABRICKS_CLUSTER_ENV,
+    DATABRICKS_CLUSTER_ID_ENV,
+    DATABRICKS_COMPUTE_ENV,
+    DATABRICKS_HOST_ENV,
+    DATABRICKS_POLL_ENV,
+    DATABRICKS_TOKEN_ENV,
+    DATABRICKS_VOLUME_ENV,
+    DATABRICKS_WHEEL_ENV,
+    ENGINE_ENV,
+    INPUT_DIR_ENV,
+    SPARK_CONF_ENV,
+    SPARK_MASTER_ENV,
+    WAREHOUSE_DIR_ENV,
+)
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
+    REPO_ROOT,
+    SHORT_RUN_SPARK_CONFIG,
     copy_warehouse,
     dagster_command,
     deployment_env,
@@ -44,9 +62,10 @@ from batch_scoring_tests.conftest import (
     start_process,
     stop_process,
 )
+from batch_scoring_tests.databricks_double import DatabricksDouble
 
 # the session fixtures that queue processes, in the order they run; the tests using them run after all others
-STARTED_EARLY = ("cluster_started", "deployment_started", "killed_run_started")
+STARTED_EARLY = ("cluster_started", "deployment_started", "killed_run_started", "databricks_daily_started")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own reordering
@@ -153,6 +172,16 @@ class Deployment:
 class Launched:
     run_id: str
     backfill_id: str
+
+
+def run_to_the_end(
+    command: list[str], env: dict[str, str], log: Path, processes: list[subprocess.Popen]
+) -> tuple[subprocess.Popen, str]:
+    """Run `command` with its output in `log`; the ended process and what it printed."""
+    process = start_process(command, env, output=log.open("w"))
+    processes.append(process)
+    process.wait(timeout=RUN_TIMEOUT)
+    return process, log.read_text()
 
 
 @contextmanager
@@ -336,10 +365,9 @@ def run_on_a_cluster(
 
     command = ["asset", "materialize", "-m", "batch_scoring.defs.definitions", "--select", ",".join(ON_CLUSTER)]
     command += ["--partition-range", "...".join(CLUSTER_DAYS)]
-    run = start_process(dagster_command("dagster", *command), run_env, output=logs[2].open("w"))
-    processes.append(run)
-    run.wait(timeout=RUN_TIMEOUT)
-    return ClusterRun(run, logs[2].read_text(), warehouse, web_port)
+    return ClusterRun(
+        *run_to_the_end(dagster_command("dagster", *command), run_env, logs[2], processes), warehouse, web_port
+    )
 
 
 # ---- a command-line run killed mid-write (test_faults) ----
@@ -400,3 +428,112 @@ def run_and_kill(
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return KilledRun(input_dir, warehouse, before, files_before, process, log.read_text())
+
+
+# ---- the daily job on the Databricks double (test_databricks) ----
+
+DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
+TOKEN = "dapi-fake-token-for-the-double-0123456789"
+CLUSTER = {"spark_version": "17.3.x-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1}
+CLUSTER_ID = "1126-040000-brick123"  # an all-purpose cluster the double keeps running
+PIPES_VOLUME = "/Volumes/main/pdm/pipes"
+ARTIFACTS_VOLUME = "/Volumes/main/pdm/artifacts"
+# what each compute needs besides the wheel, and the new job clusters a run starts there
+COMPUTE = {
+    "job_cluster": ({DATABRICKS_CLUSTER_ENV: json.dumps(CLUSTER)}, 1),
+    "existing_cluster": ({DATABRICKS_CLUSTER_ID_ENV: CLUSTER_ID}, 0),
+    "serverless": ({DATABRICKS_VOLUME_ENV: PIPES_VOLUME}, 0),
+}
+EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: list every machine
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """The project's wheel, built as docs/deployment.md's deploy steps build it, from a copy of the sources (a
+    `build/` folder left in the working copy would carry stale modules into the wheel)."""
+    out, source = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(REPO_ROOT / "batch_scoring", source / "batch_scoring", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (built,) = out.glob("batch_scoring-*.whl")
+    return built
+
+
+def task_env(home: Path) -> dict[str, str]:
+    """What a Databricks driver has in its environment here: a local[2] Spark of the test's size."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        **{name: os.environ[name] for name in ("JAVA_HOME", "LANG") if name in os.environ},
+        SPARK_MASTER_ENV: "local[2]",
+        SPARK_CONF_ENV: json.dumps(SHORT_RUN_SPARK_CONFIG),
+    }
+
+
+@contextmanager
+def databricks_workspace(
+    root: Path, wheel: Path, trained_fleet, compute: str
+) -> Iterator[tuple[DatabricksDouble, Path, dict[str, str]]]:
+    """The double with the wheel uploaded to a volume and a copy of the trained fleet's warehouse. Yields the double,
+    the warehouse copy and the orchestrator's settings in Databricks mode on `compute`."""
+    input_dir, trained_warehouse = trained_fleet
+    warehouse = copy_warehouse(trained_warehouse, root / "warehouse")
+    with DatabricksDouble(root / "workspace", TOKEN, task_env(root), running_clusters=(CLUSTER_ID,)) as double:
+        uploaded = double.workspace_file(f"{ARTIFACTS_VOLUME}/{wheel.name}")
+        uploaded.parent.mkdir(parents=True)
+        shutil.copy(wheel, uploaded)
+        double.workspace_file(PIPES_VOLUME).mkdir(parents=True)
+        compute_settings, _ = COMPUTE[compute]
+        environment = {
+            ENGINE_ENV: "databricks",
+            DATABRICKS_HOST_ENV: double.url,
+            DATABRICKS_TOKEN_ENV: TOKEN,
+            DATABRICKS_WHEEL_ENV: f"{ARTIFACTS_VOLUME}/{wheel.name}",
+            DATABRICKS_COMPUTE_ENV: compute,
+            DATABRICKS_POLL_ENV: "1",
+            INPUT_DIR_ENV: str(input_dir),
+            WAREHOUSE_DIR_ENV: str(warehouse),
+            **compute_settings,
+        }
+        yield double, warehouse, environment
+
+
+@dataclass
+class DatabricksDailyRun:
+    """`dagster job execute` of daily_scoring_job for a day, in Databricks mode on a new job cluster of the double
+    (every machine listed), into a copy of the quick start's warehouse; ended."""
+
+    double: DatabricksDouble
+    warehouse: Path
+    home: Path  # the run's Dagster instance
+    process: subprocess.Popen
+    output: str
+
+
+@pytest.fixture(scope="session")
+def databricks_daily_started(trained_fleet, wheel, tmp_path_factory, separate_processes) -> Iterator[Future]:
+    root = tmp_path_factory.mktemp("databricks_daily")
+    with databricks_workspace(root, wheel, trained_fleet, "job_cluster") as (double, warehouse, environment):
+        for suffix in ("csv", "html"):  # the quick start's files: written again
+            (warehouse / "worklists" / f"maintenance_worklist_{DAY}.{suffix}").unlink()
+        home = root / "dagster_home"
+        env = deployment_env(trained_fleet[0], warehouse, home, **environment)
+        run_config = root / "run_config.json"  # YAML, as JSON is
+        run_config.write_text(json.dumps({"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}))
+        command = dagster_command("dagster", "job", "execute", "-m", "batch_scoring.defs.definitions")
+        command += ["-j", "daily_scoring_job", "--tags", json.dumps({"dagster/partition": DAY}), "-c", str(run_config)]
+        log = root / "run.log"
+        with stopped_at_the_end() as processes:
+            yield separate_processes.submit(
+                lambda: DatabricksDailyRun(double, warehouse, home, *run_to_the_end(command, env, log, processes))
+            )
+
+
+@pytest.fixture
+def databricks_daily(databricks_daily_started) -> DatabricksDailyRun:
+    return databricks_daily_started.result()

@@ -1,15 +1,14 @@
 """Databricks mode against a local double of the Databricks REST API: a Dagster run is one Databricks job run
 submitted by dagster-databricks' Pipes clients, on a new job cluster, an existing cluster or serverless compute;
 the double runs the project's entry point from the built wheel (without Dagster), and the metadata and check
-results come back through Pipes messages on (the double's) DBFS or volumes."""
+results come back through Pipes messages on (the double's) DBFS or volumes. The daily job runs from the `dagster`
+command line, started with the session (separate_processes.py); its test runs last."""
 
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,110 +17,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from batch_scoring.defs.definitions import build_definitions
 from batch_scoring.defs.metadata import materialized_metadata
-from batch_scoring.deploy.databricks import NODE_NAME, TASK_ENTRY_POINT
+from batch_scoring.deploy.databricks import TASK_ENTRY_POINT
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.scoring import PREDICTIONS_SCHEMA, WORKLIST_SCHEMA
 from batch_scoring.lib.tables import MACHINES, QUARANTINE_SCHEMA, TELEMETRY
-from batch_scoring.settings import (
-    DATABRICKS_CLUSTER_ENV,
-    DATABRICKS_CLUSTER_ID_ENV,
-    DATABRICKS_COMPUTE_ENV,
-    DATABRICKS_HOST_ENV,
-    DATABRICKS_POLL_ENV,
-    DATABRICKS_TOKEN_ENV,
-    DATABRICKS_VOLUME_ENV,
-    DATABRICKS_WHEEL_ENV,
-    ENGINE_ENV,
-    INPUT_DIR_ENV,
-    SPARK_CONF_ENV,
-    SPARK_MASTER_ENV,
-    WAREHOUSE_DIR_ENV,
-)
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring_tests.conftest import (
     REPO_ROOT,
-    SHORT_RUN_SPARK_CONFIG,
-    copy_warehouse,
     create_instance,
     dagster_command,
     model_manifests,
 )
 from batch_scoring_tests.databricks_double import DatabricksDouble, load_contract, shape_errors
+from batch_scoring_tests.separate_processes import (
+    ARTIFACTS_VOLUME,
+    COMPUTE,
+    DAY,
+    PIPES_VOLUME,
+    TOKEN,
+    databricks_workspace,
+)
 
-DAY = "2015-04-30"  # the quick start scored it locally: its warehouse is the local run to compare with
 DAY_WITHOUT_FEATURES = "2015-06-01"
-TOKEN = "dapi-fake-token-for-the-double-0123456789"
-CLUSTER = {"spark_version": "17.3.x-scala2.13", "node_type_id": "i3.xlarge", "num_workers": 1}
-CLUSTER_ID = "1126-040000-brick123"  # an all-purpose cluster the double keeps running
-PIPES_VOLUME = "/Volumes/main/pdm/pipes"
-ARTIFACTS_VOLUME = "/Volumes/main/pdm/artifacts"
-# what each compute needs besides the wheel, and the new job clusters a run starts there
-COMPUTE = {
-    "job_cluster": ({DATABRICKS_CLUSTER_ENV: json.dumps(CLUSTER)}, 1),
-    "existing_cluster": ({DATABRICKS_CLUSTER_ID_ENV: CLUSTER_ID}, 0),
-    "serverless": ({DATABRICKS_VOLUME_ENV: PIPES_VOLUME}, 0),
-}
 DAILY_TABLES = ["raw_machines", "raw_telemetry", "quarantine/raw_telemetry", "features"]
-EVERY_MACHINE = {"min_failure_probability": 0.0}  # the worklist's run config: list every machine
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The project's wheel, built as docs/deployment.md's deploy steps build it, from a copy of the sources (a
-    `build/` folder left in the working copy would carry stale modules into the wheel)."""
-    out, source = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "setup.py", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    shutil.copytree(REPO_ROOT / "batch_scoring", source / "batch_scoring", ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)],
-        check=True,
-        capture_output=True,
-    )
-    (built,) = out.glob("batch_scoring-*.whl")
-    return built
-
-
-def task_env(home: Path) -> dict[str, str]:
-    """What a Databricks driver has in its environment here: a local[2] Spark of the test's size."""
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        **{name: os.environ[name] for name in ("JAVA_HOME", "LANG") if name in os.environ},
-        SPARK_MASTER_ENV: "local[2]",
-        SPARK_CONF_ENV: json.dumps(SHORT_RUN_SPARK_CONFIG),
-    }
 
 
 @contextmanager
 def workspace(tmp_path: Path, wheel: Path, trained_fleet, monkeypatch, compute: str):
-    """The double with the wheel uploaded to a volume, a copy of the trained fleet, and the orchestrator's
-    environment in Databricks mode on `compute`. Yields the double and the warehouse copy."""
-    input_dir, trained_warehouse = trained_fleet
-    warehouse = copy_warehouse(trained_warehouse, tmp_path / "warehouse")
-    with DatabricksDouble(tmp_path / "workspace", TOKEN, task_env(tmp_path), running_clusters=(CLUSTER_ID,)) as double:
-        uploaded = double.workspace_file(f"{ARTIFACTS_VOLUME}/{wheel.name}")
-        uploaded.parent.mkdir(parents=True)
-        shutil.copy(wheel, uploaded)
-        double.workspace_file(PIPES_VOLUME).mkdir(parents=True)
-        compute_settings, _ = COMPUTE[compute]
-        for name, value in {
-            ENGINE_ENV: "databricks",
-            DATABRICKS_HOST_ENV: double.url,
-            DATABRICKS_TOKEN_ENV: TOKEN,
-            DATABRICKS_WHEEL_ENV: f"{ARTIFACTS_VOLUME}/{wheel.name}",
-            DATABRICKS_COMPUTE_ENV: compute,
-            DATABRICKS_POLL_ENV: "1",
-            INPUT_DIR_ENV: str(input_dir),
-            WAREHOUSE_DIR_ENV: str(warehouse),
-            **compute_settings,
-        }.items():
+    """`databricks_workspace`, with this process's environment in Databricks mode on `compute` for the test."""
+    with databricks_workspace(tmp_path, wheel, trained_fleet, compute) as (double, warehouse, environment):
+        for name, value in environment.items():
             monkeypatch.setenv(name, value)
         yield double, warehouse
 
@@ -147,7 +77,7 @@ def read_day(spark, warehouse: Path, table: str, schema):
     return DeltaTables(spark, str(warehouse)).read(table, schema, partitions)
 
 
-def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str) -> None:
+def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str, wheel: Path) -> None:
     """One Databricks run for the Dagster run, on `compute`, running the project's wheel; the job clusters it
     started; only recorded endpoints called, in their shapes, with the token only in the Authorization header;
     the Pipes folders cleaned up."""
@@ -157,7 +87,7 @@ def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str) -> None:
     assert len(double.clusters_started) == clusters_per_run
     assert task["python_wheel_task"]["package_name"] == "batch_scoring"
     assert task["python_wheel_task"]["entry_point"] == TASK_ENTRY_POINT
-    wheel_path = os.environ[DATABRICKS_WHEEL_ENV]
+    wheel_path = f"{ARTIFACTS_VOLUME}/{wheel.name}"
     if compute == "serverless":
         (environment,) = submit["environments"]
         assert (
@@ -184,18 +114,14 @@ def assert_one_run_of_the_wheel(double: DatabricksDouble, compute: str) -> None:
 
 
 def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes(
-    spark, wheel, trained_fleet, tmp_path, monkeypatch
+    spark, databricks_daily, trained_fleet, wheel
 ):
-    local = trained_fleet[1]
-    with workspace(tmp_path, wheel, trained_fleet, monkeypatch, "job_cluster") as (double, warehouse):
-        for suffix in ("csv", "html"):  # the quick start's files: written again
-            (warehouse / "worklists" / f"maintenance_worklist_{DAY}.{suffix}").unlink()
-        job = build_definitions().resolve_job_def("daily_scoring_job")
-        result = job.execute_in_process(
-            partition_key=DAY, run_config={"ops": {NODE_NAME: {"config": {"maintenance_worklist": EVERY_MACHINE}}}}
-        )
-
-    assert result.success
+    double, warehouse, local = databricks_daily.double, databricks_daily.warehouse, trained_fleet[1]
+    assert databricks_daily.process.returncode == 0, databricks_daily.output[-5000:]
+    with dg.DagsterInstance.from_config(str(databricks_daily.home)) as instance:
+        (run,) = instance.get_runs()
+        events = [entry.dagster_event for entry in instance.all_logs(run.run_id) if entry.dagster_event]
+    assert run.status == dg.DagsterRunStatus.SUCCESS
     # the compute wrote what the quick start's local run wrote, with the project's own steps
     schemas = {MACHINES.asset: MACHINES.schema, TELEMETRY.asset: TELEMETRY.schema} | {
         "quarantine/raw_telemetry": QUARANTINE_SCHEMA,
@@ -221,11 +147,11 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     remote_csv, local_csv = (path.read_text().splitlines() for path in csv_files)
     assert len(remote_csv) == 31 and remote_csv[: 1 + listed_locally] == local_csv
     for table in [*DAILY_TABLES[:2], "features", "daily_predictions", "maintenance_worklist"]:
-        assert last_commit_note(spark, warehouse, table) == f"dagster run {result.run_id} asset {table}"
-    assert_one_run_of_the_wheel(double, "job_cluster")
+        assert last_commit_note(spark, warehouse, table) == f"dagster run {run.run_id} asset {table}"
+    assert_one_run_of_the_wheel(double, "job_cluster", wheel)
 
     # metadata and check results made the round trip through Pipes
-    by_asset = materialized_metadata(result)
+    by_asset = materialized_metadata(events)
     assert set(by_asset) == {
         *DAILY_TABLES,
         "daily_predictions",
@@ -245,7 +171,10 @@ def test_the_daily_job_is_one_databricks_run_that_writes_what_a_local_run_writes
     page = warehouse / "worklists" / f"maintenance_worklist_{DAY}.html"
     assert by_asset["maintenance_worklist_page"]["page_file"] == str(page) and page.read_text().count("<svg") == 30
     assert by_asset["raw_telemetry"]["rows_read"] == 30 * 24
-    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    evaluations = [
+        e.asset_check_evaluation_data for e in events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in evaluations}
     assert (
         checks[("daily_predictions", "one_row_per_active_machine")]
         and checks[("raw_telemetry", "quarantined_share_within_limit")]
@@ -278,7 +207,7 @@ def test_a_failure_on_databricks_fails_the_step_with_the_remote_reason(wheel, tr
     assert "Nothing to score for 2015-06-01" in failure.step_failure_data.user_failure_data.description
     (task_run,) = double.runs.values()
     assert task_run.state()["result_state"] == "SUCCESS"  # the task stopped itself, saying why
-    assert_one_run_of_the_wheel(double, "existing_cluster")
+    assert_one_run_of_the_wheel(double, "existing_cluster", wheel)
 
 
 def test_terminating_the_dagster_run_cancels_the_databricks_run(wheel, trained_fleet, tmp_path, monkeypatch):
@@ -316,7 +245,7 @@ def test_terminating_the_dagster_run_cancels_the_databricks_run(wheel, trained_f
         assert [r["body"]["run_id"] for r in cancels] == [task_run.run_id], output
         assert task_run.state()["result_state"] == "CANCELED" and task_run.process.poll() is not None
         assert "canceling Databricks job" in output
-        assert_one_run_of_the_wheel(double, "serverless")
+        assert_one_run_of_the_wheel(double, "serverless", wheel)
 
 
 def test_the_double_refuses_what_the_api_refuses(tmp_path):

@@ -159,7 +159,7 @@ def materialize(folders: tuple[Path, Path], selection: list[str], first=None, la
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str, key: str):
     """A value of an asset's materialization metadata (each day of a range run carries the same)."""
-    return materialized_metadata(result)[asset][key]
+    return materialized_metadata(result.all_events)[asset][key]
 
 
 def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:

@@ -3,7 +3,7 @@ Dagster's metadata values, outputs and check results."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import dagster as dg
@@ -137,11 +137,14 @@ def step_results(
         yield check_result(check)
 
 
-def materialized_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
-    """Per asset (`quarantine/raw_telemetry`, ...), the metadata values of its last materialization in a run.
-    A run over a range of days records one materialization per day, each with the run's figures."""
+def materialized_metadata(events: Iterable[dg.DagsterEvent]) -> dict[str, dict[str, object]]:
+    """Per asset (`quarantine/raw_telemetry`, ...), the metadata values of its last materialization among a run's
+    events (an in-process result's `all_events`, or the instance's). A run over a range of days records one
+    materialization per day, each with the run's figures."""
     latest = {}
-    for event in result.get_asset_materialization_events():
+    for event in events:
+        if event.event_type != dg.DagsterEventType.ASSET_MATERIALIZATION:
+            continue
         materialization = event.step_materialization_data.materialization
         latest[materialization.asset_key.to_user_string()] = {k: v.value for k, v in materialization.metadata.items()}
     return latest
