@@ -31,7 +31,7 @@ from batch_scoring.lib.spark import build_spark_session
 from batch_scoring.storage.delta import DeltaTables
 from batch_scoring.storage.models import REGISTRY_SCHEMA, ModelStore
 
-# the processes tests start (webserver and daemon, cluster, killed run): started early, checked last
+# the processes tests start (webserver and daemon, cluster, killed run, Databricks job): started early, checked last
 pytest_plugins = ["batch_scoring_tests.separate_processes"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """The runs the tests start in processes of their own, as production runs them: the webserver and the daemon with
 three runs (test_deployment), a range scored from the `dagster` command line on a standalone Spark cluster
-(test_cluster), and a command-line run killed mid-write (test_faults).
+(test_cluster), a command-line run killed mid-write (test_faults), and the daily job on the Databricks double
+(test_databricks).
 
 Each takes a minute or more of one core and a half, mostly a new JVM compiling Spark's code, while the test process
 would wait. So they start with the session, once the quick start's fleet is ready, and run one after another on a
