@@ -16,7 +16,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
@@ -245,16 +246,29 @@ def numbered_lines(spark: SparkSession, path: Path) -> NumberedLines:
 # how a number is written in these files: decimal, maybe with an exponent (or NaN / Infinity, which are
 # numbers but not finite); Spark's cast would also take Java spellings such as 0x1.5p7 or 170.5d
 DECIMAL_NUMBER = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$|^(?i)[+-]?(nan|inf|infinity)$"
+# what every one of those other spellings has (hex's x, a type suffix, control characters Java trims): a line
+# without any is checked once, not each of its numbers against DECIMAL_NUMBER (a regular expression a field)
+JAVA_NUMBER_SIGNS = r"[xXdDfF\x00-\x1f]"
 
 
-def _parsed_value(raw: Column, field: SourceField, formats: list[str]) -> Column:
+def _parsed_value(raw: Column, field: SourceField, formats: list[str], plain_line: Column) -> Column:
     if field.kind == "timestamp":
         return F.coalesce(*[F.try_to_timestamp(raw, F.lit(pattern)) for pattern in formats])
     if field.kind == "integer":
         return raw.try_cast("int")
     if field.kind == "double":
-        return F.when(raw.rlike(DECIMAL_NUMBER), raw.try_cast("double"))
+        return F.when(plain_line | raw.rlike(DECIMAL_NUMBER), raw.try_cast("double"))
     return raw
+
+
+def _fields(line: Column, count: int) -> Column:
+    """A line's first `count` fields and then the rest of the line, if any (null when the line has no more), as
+    an array. A line without quotes is split at its commas; a quoted one is parsed as CSV, which costs more."""
+    ddl = ", ".join(f"c{i} STRING" for i in range(count + 1))
+    quoted = F.from_csv(line, ddl)
+    return F.when(line.contains('"'), F.array(*[quoted[f"c{i}"] for i in range(count + 1)])).otherwise(
+        F.split(line, ",", count + 1)
+    )
 
 
 _NOT_PARSED = {"timestamp": "bad_timestamp", "integer": "not_integer", "double": "not_numeric"}
@@ -305,19 +319,26 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         raise InputFileError(
             f"{source.path}: no column {', '.join(missing)} in the header (found: {', '.join(header)})"
         )
-    # one column more than the header names, to catch lines with extra fields
-    ddl = ", ".join(f"c{i} STRING" for i in range(len(header) + 1))
-    split = lines.where(F.col("line_number") > 1).withColumn("fields", F.from_csv(F.col("line"), ddl))
-    texts = {f.name: F.trim(F.col(f"fields.c{positions[f.source.lower()]}")) for f in table.fields}
+    # one field more than the header names, to catch lines with extra fields
+    split = lines.where(F.col("line_number") > 1).select(
+        "line_number",
+        "line",
+        _fields(F.col("line"), len(header)).alias("fields"),
+        (~F.col("line").rlike(JAVA_NUMBER_SIGNS)).alias("plain_line"),
+    )
+    texts = {f.name: F.trim(F.try_element_at("fields", F.lit(positions[f.source.lower()] + 1))) for f in table.fields}
     timestamps = [f for f in table.fields if f.kind == "timestamp"]
     formats = {f.name: timestamp_formats(source.path, positions[f.source.lower()]) for f in timestamps}
     # each field's text and value computed once, as columns: the rules below read them several times each
     parsed = split.select(
         "line_number",
         "line",
-        F.col(f"fields.c{len(header)}").alias("extra_field"),
+        F.nullif(F.try_element_at("fields", F.lit(len(header) + 1)), F.lit("")).alias("extra_field"),
         *[text.alias(f"text_{name}") for name, text in texts.items()],
-        *[_parsed_value(texts[f.name], f, formats.get(f.name, [])).alias(f"value_{f.name}") for f in table.fields],
+        *[
+            _parsed_value(texts[f.name], f, formats.get(f.name, []), F.col("plain_line")).alias(f"value_{f.name}")
+            for f in table.fields
+        ],
     )
     raw = {f.name: F.col(f"text_{f.name}") for f in table.fields}
     value = {f.name: F.col(f"value_{f.name}") for f in table.fields}
@@ -412,26 +433,51 @@ def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> Dat
     return _flag(rows.join(known, "machine_id", "left"), F.col("known_machine").isNull(), unknown)
 
 
+# repeated keys beyond which the first rows of repeated keys are joined by a shuffle instead of a broadcast
+# (a file appended twice repeats every key)
+BROADCAST_REPEATED_KEYS = 1_000_000
+
+
 def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
     """Of the rows sharing the table's key, all but the first (by file, then line) are quarantined: as
     `duplicate` when they repeat the first row's values, as `conflicting_duplicate` (with the first line)
-    when they say something else about the same key."""
+    when they say something else about the same key.
+
+    Repeated keys are found by aggregating the keys alone, then the rows of those keys are joined to their
+    first: a window over the key would shuffle and sort every row with its line, the most costly step of a
+    bulk file's ingest. `rows` is read three times, so it is persisted.
+    """
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     position = F.struct("file_order", "line_number", "source_file")
     values = F.struct(*[f.name for f in table.fields if f.name not in table.key])
-    window = Window.partitionBy(F.col("problem").isNull(), *table.key)
-    first = F.min(F.struct(position.alias("position"), values.alias("values"), F.col("line"))).over(window)
-    at = first["position"]
+    candidates = rows.where(F.col("problem").isNull())
+    repeated = (
+        candidates.groupBy(*table.key)
+        .agg(F.min(position).alias("first_position"), F.count("*").alias("copies"))
+        .where(F.col("copies") > 1)
+        .drop("copies")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    small = F.broadcast if repeated.count() <= BROADCAST_REPEATED_KEYS else (lambda df: df)
+    firsts = (
+        candidates.join(small(repeated), list(table.key))
+        .where(position == F.col("first_position"))
+        .select(*table.key, "first_position", values.alias("first_values"), F.col("line").alias("first_line"))
+    )
+    rows = rows.join(small(firsts), list(table.key), "left")
+    at = F.col("first_position")
     where_first = F.when(at["source_file"] == F.col("source_file"), F.lit("")).otherwise(
         F.concat(F.lit(" of "), at["source_file"])
     )
     same_key = F.concat(F.lit("same key as line "), at["line_number"].cast("string"), where_first)
-    conflicting = F.concat(same_key, F.lit(", which says: "), first["line"])
+    conflicting = F.concat(same_key, F.lit(", which says: "), F.col("first_line"))
+    later = at.isNotNull() & (position != at)
     rows = _flag(
         rows,
-        (position != at) & ~values.eqNullSafe(first["values"]),
+        later & ~values.eqNullSafe(F.col("first_values")),
         _problem("conflicting_duplicate", None, conflicting),
     )
-    return _flag(rows, position != at, _problem("duplicate", None, same_key))
+    return _flag(rows, later, _problem("duplicate", None, same_key))
 
 
 def check_rows(

@@ -267,8 +267,7 @@ def ingest(
         raise StepFailed(f"plausible_ranges of {table.asset}: {error}") from error
     sources = source_files(input_dir, table, days)
     dates = (days[0], days[-1] + timedelta(days=1)) if days else None
-    checked = check_files(spark, table, sources, known_machine_ids, dates, calendar)
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    checked = check_files(spark, table, sources, known_machine_ids, dates, calendar)  # read from Spark's cache
     counts = count_outcomes(checked)
     LOG.info(
         "%s: %s rows read from %s: %s kept, %s quarantined",
