@@ -11,6 +11,7 @@ import csv
 import functools
 import gzip
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -274,8 +275,11 @@ def _fields(line: Column, count: int) -> Column:
 _NOT_PARSED = {"timestamp": "bad_timestamp", "integer": "not_integer", "double": "not_numeric"}
 
 
-def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Column], extra: Column) -> Column:
-    """The first rule a row breaks, as struct(reason, field, detail), or null for a good row."""
+Rule = tuple[Column, str, str | None, Column]  # condition, reason, field, detail
+
+
+def _row_rules(table: SourceTable, raw: dict[str, Column], value: dict[str, Column], extra: Column) -> list[Rule]:
+    """The rules a row can break on its own, in the order they are checked."""
     rules: list[tuple[Column, str, str | None, Column]] = [
         # Spark keeps a line's bytes as read: a line that is not UTF-8 is shown as its bytes, in hex
         (~F.is_valid_utf8("line"), "not_utf8", None, F.concat(F.lit("bytes "), F.hex(F.col("line").cast("binary")))),
@@ -298,12 +302,23 @@ def _problems(table: SourceTable, raw: dict[str, Column], value: dict[str, Colum
             rules.append((parsed > field.maximum, "out_of_range", field.source, given))
         if field.allowed is not None:
             rules.append((~given.isin(*field.allowed), field.unknown_reason, field.source, given))
-    problem = F.lit(None)
-    for condition, reason, field_name, detail in reversed(rules):
-        found = F.struct(
-            F.lit(reason).alias("reason"), F.lit(field_name).alias("field"), detail.cast("string").alias("detail")
+    return rules
+
+
+def _first_problem(rules: list[Rule]) -> Column:
+    """The first rule a row breaks, as struct(reason, field, detail), or null for a good row. One CASE of many
+    branches, not a CASE nested in each one's ELSE: the code of the row loop stays under the size the JVM
+    compiles (a method of more than 8,000 bytes of bytecode is left interpreted, and the parse ran twice as slow)."""
+    branches = [
+        (
+            condition,
+            F.struct(F.lit(reason).alias("reason"), F.lit(field).alias("field"), detail.cast("string").alias("detail")),
         )
-        problem = F.when(condition, found).otherwise(problem)
+        for condition, reason, field, detail in rules
+    ]
+    problem = F.when(*branches[0])
+    for condition, found in branches[1:]:
+        problem = problem.when(condition, found)
     return problem
 
 
@@ -342,7 +357,7 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
     )
     raw = {f.name: F.col(f"text_{f.name}") for f in table.fields}
     value = {f.name: F.col(f"value_{f.name}") for f in table.fields}
-    problem = _problems(table, raw, value, F.col("extra_field"))
+    problem = _first_problem(_row_rules(table, raw, value, F.col("extra_field")))
     own_day = F.to_date(value["datetime"]) if "datetime" in value else F.lit(None).cast("date")
     if source.day is not None:
         wrong_day = F.struct(
@@ -361,8 +376,14 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         problem.alias("problem"),
     )
     if source.superseded_days:
-        checked = checked.where(F.col("day").isNull() | ~F.col("day").isin(*source.superseded_days))
+        checked = checked.where(_not_on(F.col("day"), source.superseded_days))
     return checked
+
+
+def _not_on(day: Column, days: Sequence[date]) -> Column:
+    """True unless `day` is one of `days` (true for a row without a day). It names `day` once: Spark moves a
+    filter down to the file's lines and writes the day's whole parse into it at each place the filter names it."""
+    return F.coalesce(~day.isin(*days), F.lit(True)) if days else F.lit(True)
 
 
 def check_parsed(
@@ -384,7 +405,13 @@ def check_parsed(
     if calendar is not None and table.history_in_first_partition:
         earlier = F.col("day") < F.lit(calendar[0])  # null (undated) stays null
         parsed = parsed.withColumn("day", F.when(earlier, F.lit(calendar[0])).otherwise(F.col("day")))
-    checked = parsed if dates is None else _within_days(parsed, *dates, calendar)
+    # the rows of these days, parsed once: the cross-row rules below read them several times, and compiled
+    # apart from the parse (in one piece, the code of all is too large for the JVM to compile)
+    checked = (parsed if dates is None else parsed.where(_of_days(*dates, calendar))).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+    if dates is not None and calendar is not None:
+        checked = _flag_outside_calendar(checked, calendar)
     if table.daily_partitioned:  # a kept row's partition: its own day (or the first, for earlier history)
         checked = checked.withColumn("date", F.col("day"))
     if known_machine_ids is not None:
@@ -411,20 +438,26 @@ def _flag(rows: DataFrame, condition: Column, problem: Column) -> DataFrame:
     return rows.withColumn("problem", flagged)
 
 
-def _within_days(parsed: DataFrame, first: date, end: date, calendar: tuple[date, date] | None) -> DataFrame:
-    """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable
-    day stay (they are quarantined by whichever run reads their file). Given the partitions' `calendar`
-    [start, end), rows dated outside it belong to no partition: they stay too, quarantined as
-    outside_calendar among the undated rows."""
+def _of_days(first: date, end: date, calendar: tuple[date, date] | None) -> Column:
+    """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable day
+    stay (they are quarantined by whichever run reads their file). Given the partitions' `calendar` [start,
+    end), rows dated outside it, which belong to no partition, stay too (see `_flag_outside_calendar`)."""
     day = F.col("day")
-    ours = day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
-    if calendar is None:
-        return parsed.where(ours)
+    if calendar is None:  # the plain form, which names the day three times (see _not_on)
+        return day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
+    others = [calendar[0] + timedelta(days=n) for n in range((calendar[1] - calendar[0]).days)]
+    return _not_on(day, [other for other in others if not first <= other < end])
+
+
+def _flag_outside_calendar(rows: DataFrame, calendar: tuple[date, date]) -> DataFrame:
+    """Rows dated outside the partitions' `calendar` [start, end) are quarantined as outside_calendar among the
+    undated rows."""
+    day = F.col("day")
     outside = (day < F.lit(calendar[0])) | (day >= F.lit(calendar[1]))
     last_day = calendar[1] - timedelta(days=1)
     detail = F.format_string(f"dated %s; the daily partitions run {calendar[0]} .. {last_day}", day.cast("string"))
-    flagged = _flag(parsed, outside, _problem("outside_calendar", "datetime", detail))
-    return flagged.where(ours | outside).withColumn("day", F.when(outside, F.lit(None)).otherwise(day))
+    flagged = _flag(rows, outside, _problem("outside_calendar", "datetime", detail))
+    return flagged.withColumn("day", F.when(outside, F.lit(None)).otherwise(day))
 
 
 def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> DataFrame:
@@ -445,9 +478,8 @@ def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
 
     Repeated keys are found by aggregating the keys alone, then the rows of those keys are joined to their
     first: a window over the key would shuffle and sort every row with its line, the most costly step of a
-    bulk file's ingest. `rows` is read three times, so it is persisted.
+    bulk file's ingest.
     """
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
     position = F.struct("file_order", "line_number", "source_file")
     values = F.struct(*[f.name for f in table.fields if f.name not in table.key])
     candidates = rows.where(F.col("problem").isNull())
