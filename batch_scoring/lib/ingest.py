@@ -376,14 +376,18 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         problem.alias("problem"),
     )
     if source.superseded_days:
-        checked = checked.where(_not_on(F.col("day"), source.superseded_days))
+        checked = checked.where(_not_on(source.superseded_days))
     return checked
 
 
-def _not_on(day: Column, days: Sequence[date]) -> Column:
-    """True unless `day` is one of `days` (true for a row without a day). It names `day` once: Spark moves a
-    filter down to the file's lines and writes the day's whole parse into it at each place the filter names it."""
-    return F.coalesce(~day.isin(*days), F.lit(True)) if days else F.lit(True)
+def _not_on(days: Sequence[date]) -> Column:
+    """True unless the row's `day` is one of `days` (true for a row without a day). It names `day` once: Spark
+    moves a filter down to the file's lines and writes the day's whole parse into it at each place the filter
+    names it. SQL text: thousands of days are one call into the JVM rather than one each."""
+    if not days:
+        return F.lit(True)
+    literals = ", ".join(f"DATE'{day.isoformat()}'" for day in days)
+    return F.expr(f"coalesce(NOT (day IN ({literals})), true)")
 
 
 def check_parsed(
@@ -446,7 +450,7 @@ def _of_days(first: date, end: date, calendar: tuple[date, date] | None) -> Colu
     if calendar is None:  # the plain form, which names the day three times (see _not_on)
         return day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
     others = [calendar[0] + timedelta(days=n) for n in range((calendar[1] - calendar[0]).days)]
-    return _not_on(day, [other for other in others if not first <= other < end])
+    return _not_on([other for other in others if not first <= other < end])
 
 
 def _flag_outside_calendar(rows: DataFrame, calendar: tuple[date, date]) -> DataFrame:
