@@ -280,7 +280,7 @@ Rule = tuple[Column, str, str | None, Column]  # condition, reason, field, detai
 
 def _row_rules(table: SourceTable, raw: dict[str, Column], value: dict[str, Column], extra: Column) -> list[Rule]:
     """The rules a row can break on its own, in the order they are checked."""
-    rules: list[tuple[Column, str, str | None, Column]] = [
+    rules: list[Rule] = [
         # Spark keeps a line's bytes as read: a line that is not UTF-8 is shown as its bytes, in hex
         (~F.is_valid_utf8("line"), "not_utf8", None, F.concat(F.lit("bytes "), F.hex(F.col("line").cast("binary")))),
         (F.trim(F.col("line")) == "", "blank_line", None, F.lit(None)),
