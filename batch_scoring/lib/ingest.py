@@ -494,7 +494,11 @@ def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
         .drop("copies")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    small = F.broadcast if repeated.count() <= BROADCAST_REPEATED_KEYS else (lambda df: df)
+    repeated_keys = repeated.count()
+    if repeated_keys == 0:  # the common case: nothing to join
+        repeated.unpersist()
+        return rows
+    small = F.broadcast if repeated_keys <= BROADCAST_REPEATED_KEYS else (lambda df: df)
     firsts = (
         candidates.join(small(repeated), list(table.key))
         .where(position == F.col("first_position"))
