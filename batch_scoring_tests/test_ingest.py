@@ -33,10 +33,10 @@ def write_file(folder: Path, name: str, lines: list[str]) -> Path:
     return path
 
 
-def checked(spark, folder: Path, table, known=None, dates=None):
+def checked(spark, folder: Path, table, known=None, dates=None, lines_read=None):
     path = locate_source_file(folder, table)
     lines = numbered_lines(spark, path).lines
-    return check_rows(lines, table, str(path), read_header(path), known, dates)
+    return check_rows(lines, table, str(path), read_header(path), known, dates, lines_read=lines_read)
 
 
 def known_machines(spark, *ids):
@@ -268,7 +268,9 @@ def test_absurd_readings_and_foreign_number_spellings_are_quarantined_not_kept(s
         TELEMETRY.with_ranges({"speed": [0, 1]})
 
 
-def test_a_key_given_twice_with_other_values_is_a_conflict_showing_both_lines(spark, tmp_path):
+# a file's line count chooses the plan: a window over the key (small files), or the repeated keys aggregated first
+@pytest.mark.parametrize("lines_read", [6, None], ids=["window", "repeated_keys_first"])
+def test_a_key_given_twice_with_other_values_is_a_conflict_showing_both_lines(spark, tmp_path, lines_read):
     write_file(
         tmp_path,
         "machines.csv",
@@ -276,7 +278,7 @@ def test_a_key_given_twice_with_other_values_is_a_conflict_showing_both_lines(sp
     )
     found = {
         r.line_number: (r.reason, r.field, r.detail)
-        for r in quarantined_rows(checked(spark, tmp_path, MACHINES)).collect()
+        for r in quarantined_rows(checked(spark, tmp_path, MACHINES, lines_read=lines_read)).collect()
     }
     assert found == {
         3: ("duplicate", None, "same key as line 2"),
@@ -317,6 +319,9 @@ def test_rows_dated_outside_the_partitions_are_quarantined_not_lost(spark, tmp_p
             "2015-01-03 06:00:00,1,170,450,100,40",  # 3: the run's day: kept
             "2015-01-04 06:00:00,1,170,450,100,40",  # 4: another partition's row: left to its run
             "2031-07-01 06:00:00,1,170,450,100,40",  # 5: years ahead
+            "2015-01-02 23:00:00,1,170,450,100,40",  # 6: the day before the run's: left to its run
+            "2025-12-31 23:00:00,1,170,450,100,40",  # 7: the last partition's
+            "2026-01-01 00:00:00,1,170,450,100,40",  # 8: the first day after the partitions
         ],
     )
     lines = numbered_lines(spark, path).lines
@@ -328,6 +333,7 @@ def test_rows_dated_outside_the_partitions_are_quarantined_not_lost(spark, tmp_p
     assert found == {
         2: ("outside_calendar", "dated 2014-12-31; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
         5: ("outside_calendar", "dated 2031-07-01; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
+        8: ("outside_calendar", "dated 2026-01-01; the daily partitions run 2015-01-01 .. 2025-12-31", UNDATED),
     }
     assert [r.line_number for r in result.where("reason is null").collect()] == [3]
 

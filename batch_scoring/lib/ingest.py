@@ -18,7 +18,7 @@ from pathlib import Path
 
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
@@ -376,18 +376,25 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         problem.alias("problem"),
     )
     if source.superseded_days:
-        checked = checked.where(_not_on(source.superseded_days))
+        first, last = min(source.superseded_days), max(source.superseded_days)
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        checked = checked.where(_day_in(first, [day not in source.superseded_days for day in days], elsewhere=True))
     return checked
 
 
-def _not_on(days: Sequence[date]) -> Column:
-    """True unless the row's `day` is one of `days` (true for a row without a day). It names `day` once: Spark
-    moves a filter down to the file's lines and writes the day's whole parse into it at each place the filter
-    names it. SQL text: thousands of days are one call into the JVM rather than one each."""
-    if not days:
-        return F.lit(True)
-    literals = ", ".join(f"DATE'{day.isoformat()}'" for day in days)
-    return F.expr(f"coalesce(NOT (day IN ({literals})), true)")
+def _day_in(start: date, kept: Sequence[bool], elsewhere: bool) -> Column:
+    """Whether a row's `day` is kept: `kept[i]` for the day `start` + i, `elsewhere` for days before or after
+    those, true for a row without a day.
+
+    It names `day` once: Spark moves a filter down to the file's lines and writes the day's whole parse into it
+    at each place the filter names it. The answers are one binary literal, a byte a day between one for the
+    days before and one for the days after, read at the day's bucket: the plan stays small and a row's test
+    costs the same for a calendar of thousands of days, where `day IN (...)` listed each one."""
+    if not kept:
+        return F.lit(True) if elsewhere else F.col("day").isNull()
+    mask = bytes([elsewhere, *kept, elsewhere])
+    bucket = f"width_bucket(datediff(day, DATE'{start.isoformat()}'), 0, {len(kept)}, {len(kept)})"  # 0 .. n + 1
+    return F.expr(f"coalesce(substring(X'{mask.hex()}', {bucket} + 1, 1) = X'01', true)")
 
 
 def check_parsed(
@@ -396,6 +403,7 @@ def check_parsed(
     known_machine_ids: DataFrame | None = None,
     dates: tuple[date, date] | None = None,
     calendar: tuple[date, date] | None = None,
+    lines_read: int | None = None,
 ) -> DataFrame:
     """Apply the rules that look across rows to parsed rows of one or more files.
 
@@ -404,7 +412,8 @@ def check_parsed(
     only rows whose day is in that range, and rows without a readable day, are returned. A table that keeps
     its history in the first partition puts rows dated before the `calendar` on its first day.
     With `known_machine_ids`, a row naming another machine is quarantined as unknown_machine.
-    Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined.
+    Of rows sharing the table's key, the first (by file, then line) is kept and the others quarantined; the
+    files' `lines_read`, when known, chooses how those are found.
     """
     if calendar is not None and table.history_in_first_partition:
         earlier = F.col("day") < F.lit(calendar[0])  # null (undated) stays null
@@ -420,7 +429,7 @@ def check_parsed(
         checked = checked.withColumn("date", F.col("day"))
     if known_machine_ids is not None:
         checked = _flag_unknown_machines(checked, known_machine_ids)
-    return _flag_duplicates(checked, table).select(
+    return _flag_duplicates(checked, table, lines_read).select(
         *table.column_names,
         "line_number",
         "line",
@@ -446,11 +455,10 @@ def _of_days(first: date, end: date, calendar: tuple[date, date] | None) -> Colu
     """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable day
     stay (they are quarantined by whichever run reads their file). Given the partitions' `calendar` [start,
     end), rows dated outside it, which belong to no partition, stay too (see `_flag_outside_calendar`)."""
-    day = F.col("day")
-    if calendar is None:  # the plain form, which names the day three times (see _not_on)
-        return day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
-    others = [calendar[0] + timedelta(days=n) for n in range((calendar[1] - calendar[0]).days)]
-    return _not_on([other for other in others if not first <= other < end])
+    if calendar is None:
+        return _day_in(first, [True] * (end - first).days, elsewhere=False)
+    days = [calendar[0] + timedelta(days=n) for n in range((calendar[1] - calendar[0]).days)]
+    return _day_in(calendar[0], [first <= day < end for day in days], elsewhere=True)
 
 
 def _flag_outside_calendar(rows: DataFrame, calendar: tuple[date, date]) -> DataFrame:
@@ -470,41 +478,28 @@ def _flag_unknown_machines(rows: DataFrame, known_machine_ids: DataFrame) -> Dat
     return _flag(rows.join(known, "machine_id", "left"), F.col("known_machine").isNull(), unknown)
 
 
+# lines up to which the rows sharing a key are ranked by a window, in one pass over the rows; past it, the
+# repeated keys are found first, by aggregating the keys alone
+WINDOW_MAX_LINES = 100_000
 # repeated keys beyond which the first rows of repeated keys are joined by a shuffle instead of a broadcast
 # (a file appended twice repeats every key)
 BROADCAST_REPEATED_KEYS = 1_000_000
 
 
-def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
+def _flag_duplicates(rows: DataFrame, table: SourceTable, lines_read: int | None) -> DataFrame:
     """Of the rows sharing the table's key, all but the first (by file, then line) are quarantined: as
     `duplicate` when they repeat the first row's values, as `conflicting_duplicate` (with the first line)
-    when they say something else about the same key.
-
-    Repeated keys are found by aggregating the keys alone, then the rows of those keys are joined to their
-    first: a window over the key would shuffle and sort every row with its line, the most costly step of a
-    bulk file's ingest.
-    """
+    when they say something else about the same key."""
     position = F.struct("file_order", "line_number", "source_file")
     values = F.struct(*[f.name for f in table.fields if f.name not in table.key])
-    candidates = rows.where(F.col("problem").isNull())
-    repeated = (
-        candidates.groupBy(*table.key)
-        .agg(F.min(position).alias("first_position"), F.count("*").alias("copies"))
-        .where(F.col("copies") > 1)
-        .drop("copies")
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
-    repeated_keys = repeated.count()
-    if repeated_keys == 0:  # the common case: nothing to join
-        repeated.unpersist()
-        return rows
-    small = F.broadcast if repeated_keys <= BROADCAST_REPEATED_KEYS else (lambda df: df)
-    firsts = (
-        candidates.join(small(repeated), list(table.key))
-        .where(position == F.col("first_position"))
-        .select(*table.key, "first_position", values.alias("first_values"), F.col("line").alias("first_line"))
-    )
-    rows = rows.join(small(firsts), list(table.key), "left")
+    first = F.struct(position.alias("first_position"), values.alias("first_values"), F.col("line").alias("first_line"))
+    if lines_read is not None and lines_read <= WINDOW_MAX_LINES:
+        rows = _with_first_by_window(rows, table, position, first)
+    else:
+        with_first = _with_first_of_repeated_keys(rows, table, position, first)
+        if with_first is None:  # the common case: no key repeats, nothing to flag
+            return rows
+        rows = with_first
     at = F.col("first_position")
     where_first = F.when(at["source_file"] == F.col("source_file"), F.lit("")).otherwise(
         F.concat(F.lit(" of "), at["source_file"])
@@ -520,6 +515,47 @@ def _flag_duplicates(rows: DataFrame, table: SourceTable) -> DataFrame:
     return _flag(rows, later, _problem("duplicate", None, same_key))
 
 
+def _with_first_by_window(rows: DataFrame, table: SourceTable, position: Column, first: Column) -> DataFrame:
+    """Each row without a problem yet with the first of the rows sharing its key (`first_position`,
+    `first_values`, `first_line`): a window over the key, one shuffle and sort of every row with its line, the
+    cheaper plan for a small file."""
+    candidate = F.col("problem").isNull()
+    by_key = (
+        Window.partitionBy(*table.key, candidate)
+        .orderBy(position)
+        .rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    return rows.withColumn("first", F.when(candidate, F.first(first).over(by_key))).select("*", "first.*").drop("first")
+
+
+def _with_first_of_repeated_keys(
+    rows: DataFrame, table: SourceTable, position: Column, first: Column
+) -> DataFrame | None:
+    """As `_with_first_by_window`, for the rows of repeated keys only, or None when no key repeats. The keys
+    alone are aggregated, then the rows of repeated keys joined to their first: for a bulk file, a window would
+    shuffle and sort every row with its line, the most costly step of its ingest."""
+    candidates = rows.where(F.col("problem").isNull())
+    repeated = (
+        candidates.groupBy(*table.key)
+        .agg(F.min(position).alias("first_position"), F.count("*").alias("copies"))
+        .where(F.col("copies") > 1)
+        .drop("copies")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    repeated_keys = repeated.count()
+    if repeated_keys == 0:
+        repeated.unpersist()
+        return None
+    small = F.broadcast if repeated_keys <= BROADCAST_REPEATED_KEYS else (lambda df: df)
+    firsts = (
+        candidates.join(small(repeated), list(table.key))
+        .where(position == F.col("first_position"))
+        .select(*table.key, first.alias("first"))
+        .select(*table.key, "first.*")
+    )
+    return rows.join(small(firsts), list(table.key), "left")
+
+
 def check_rows(
     lines: DataFrame,
     table: SourceTable,
@@ -528,10 +564,11 @@ def check_rows(
     known_machine_ids: DataFrame | None = None,
     dates: tuple[date, date] | None = None,
     calendar: tuple[date, date] | None = None,
+    lines_read: int | None = None,
 ) -> DataFrame:
     """Parse and check the data lines of one file (see `check_parsed`)."""
     parsed = parse_file(lines, table, SourceFile(Path(source_file)), header, order=0)
-    return check_parsed(parsed, table, known_machine_ids, dates, calendar)
+    return check_parsed(parsed, table, known_machine_ids, dates, calendar, lines_read)
 
 
 def check_files(
@@ -543,13 +580,16 @@ def check_files(
     calendar: tuple[date, date] | None = None,
 ) -> DataFrame:
     """Read, parse and check several files of one table together (see `check_parsed`)."""
-    parsed = []
+    parsed, lines_read = [], 0
     for order, source in enumerate(sources):
         numbered = numbered_lines(spark, source.path)
         if table.requires_rows and numbered.line_count < 2:
             raise InputFileError(f"{source.path} has a header but no {table.name} rows")
         parsed.append(parse_file(numbered.lines, table, source, read_header(source.path), order))
-    return check_parsed(functools.reduce(DataFrame.unionByName, parsed), table, known_machine_ids, dates, calendar)
+        lines_read += numbered.line_count
+    return check_parsed(
+        functools.reduce(DataFrame.unionByName, parsed), table, known_machine_ids, dates, calendar, lines_read
+    )
 
 
 def kept_rows(checked: DataFrame, table: SourceTable) -> DataFrame:
