@@ -109,6 +109,10 @@ def test_every_kind_of_bad_row_is_quarantined_and_the_good_rows_are_kept_in_any_
         # every line but the header is accounted for, kept or quarantined
         assert meta["rows_read"] == lines[table.name] - 1 == meta["rows_kept"] + meta["rows_quarantined"]
         assert meta["rows_quarantined"] == len(quarantine)
+        # the table's machines and time range are its kept rows' (the injected rows name machine 42 or 99)
+        summary = ("machines", "first_timestamp", "last_timestamp")
+        clean_meta = materialization_metadata(clean, table.asset)
+        assert [meta.get(key) for key in summary] == [clean_meta.get(key) for key in summary], table.name
         kept, clean_kept = store.read(table.asset, table.schema), clean_store.read(table.asset, table.schema)
         assert kept.count() == clean_kept.count() == meta["rows_kept"], table.name
         assert kept.exceptAll(clean_kept).count() == 0, f"{table.name}: shuffled lines keep the same rows"

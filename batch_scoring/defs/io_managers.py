@@ -22,7 +22,7 @@ from batch_scoring.defs.metadata import (
 from batch_scoring.defs.partitions import MISSING_DAYS_KEY, MissingDays
 from batch_scoring.defs.resources import Warehouse
 from batch_scoring.lib.model import TrainedModel
-from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, ROW_COUNT_KEY, day_span, gaps_message
+from batch_scoring.lib.steps import COLUMN_SCHEMA_KEY, COUNTED_KEYS, ROW_COUNT_KEY, day_span, gaps_message
 from batch_scoring.lib.tables import UNDATED
 from batch_scoring.storage.models import ModelStore
 from batch_scoring.storage.outputs import (
@@ -82,9 +82,9 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             replaced = context.output_metadata.get(REPLACED_PARTITIONS_KEY)
             partitions = replaced.value if replaced is not None else context.asset_partition_keys
-        counted = context.output_metadata.get(ROW_COUNT_KEY)  # the step's own count of the rows, if it has one
-        row_count = counted.value if counted is not None else None
-        stored = store_table(tables, name, obj, declared, partitions, note, versions_read, row_count)
+        # what the step counted of its rows already
+        counted = {key: context.output_metadata[key].value for key in COUNTED_KEYS if key in context.output_metadata}
+        stored = store_table(tables, name, obj, declared, partitions, note, versions_read, counted)
         days = f" for {partitions_text(partitions)}" if partitions else ""
         context.log.info(f"{name}: wrote {stored[ROW_COUNT_KEY]:,} rows{days}, Delta version {stored['delta_version']}")
         context.add_output_metadata(dagster_metadata(stored))

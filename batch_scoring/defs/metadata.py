@@ -11,7 +11,7 @@ from pyspark.sql import types as T
 
 from batch_scoring.lib.columns import column_description
 from batch_scoring.lib.progress import progress_logged_to
-from batch_scoring.lib.steps import ROW_COUNT_KEY, CheckOutcome, Location, Records, StepFailed, StepOutcome
+from batch_scoring.lib.steps import CheckOutcome, Location, Records, StepFailed, StepOutcome
 from batch_scoring.storage.delta import unreadable_file_message
 
 # an output's metadata: the partitions its write replaces, when they are not the run's days
@@ -126,8 +126,7 @@ def step_results(
         metadata = dagster_metadata(produced.metadata)
         if produced.partitions is not None and produced.partitions != list(context.partition_keys):
             metadata[REPLACED_PARTITIONS_KEY] = dg.MetadataValue.json(produced.partitions)  # for the IO manager
-        if produced.row_count is not None:  # the IO manager then counts no more
-            metadata[ROW_COUNT_KEY] = dg.MetadataValue.int(produced.row_count)
+        metadata.update(dagster_metadata(produced.counted))  # the IO manager then counts no more
         for day, figures in produced.per_day.items():  # each partition's own, for the Plots tab
             if day in context.partition_keys:  # not a quarantine's `undated` rows, which no partition holds
                 context.add_asset_metadata(dagster_metadata(figures), asset_key=asset_key, partition_key=day)

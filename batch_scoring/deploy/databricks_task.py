@@ -274,7 +274,7 @@ def store(scope: RunScope, produced: Produced, versions_read: dict[str, int | st
         produced.partitions,
         note,
         versions_read,
-        produced.row_count,
+        produced.counted,
     )
 
 

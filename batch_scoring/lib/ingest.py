@@ -615,9 +615,13 @@ def quarantined_rows(checked: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class IngestCounts:
-    """What became of the rows read, by reason (None: kept) and partition (a day, YYYY-MM-DD, or `undated`)."""
+    """What became of the rows read, by reason (None: kept) and partition (a day, YYYY-MM-DD, or `undated`); of
+    the kept rows, the machines and the time range (None for a table without those columns, or no kept rows)."""
 
     rows: dict[tuple[str | None, str], int]
+    kept_machines: int | None = None
+    kept_first: datetime | None = None
+    kept_last: datetime | None = None
 
     @property
     def kept(self) -> int:
@@ -640,6 +644,14 @@ class IngestCounts:
         return counts
 
     @property
+    def kept_figures(self) -> dict[str, object]:
+        """The kept rows' machines and time range, as a table's summary names them (none of no rows)."""
+        figures: dict[str, object] = {"machines": self.kept_machines} if self.kept_machines else {}
+        if self.kept_first is not None:
+            figures.update(first_timestamp=str(self.kept_first), last_timestamp=str(self.kept_last))
+        return figures
+
+    @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
 
@@ -653,6 +665,29 @@ class IngestCounts:
 
 
 def count_outcomes(checked: DataFrame) -> IngestCounts:
-    """Rows by reason and partition, in one pass (a row per reason and day is collected)."""
-    rows = checked.groupBy("reason", _partition().alias("partition")).count().collect()
-    return IngestCounts({(row["reason"], row["partition"]): row["count"] for row in rows})
+    """Rows by reason and partition, and the kept rows' machines and time range, in one pass: the rows are counted
+    by reason, partition and machine, then rolled up by reason and partition and over all (a row per reason and
+    day is collected, and one for the whole)."""
+    kept = F.col("reason").isNull()
+    timed = "datetime" in checked.columns
+    by_machine = checked.groupBy("reason", _partition().alias("partition"), "machine_id").agg(
+        F.count("*").alias("rows"),
+        *([F.min("datetime").alias("first"), F.max("datetime").alias("last")] if timed else []),
+    )
+    of_kept = {name: F.when(kept, F.col(name)) for name in ("machine_id", "first", "last")}
+    figures = [F.sum("rows").alias("rows"), F.count_distinct(of_kept["machine_id"]).alias("machines")]
+    if timed:
+        figures += [F.min(of_kept["first"]).alias("first"), F.max(of_kept["last"]).alias("last")]
+    rolled_up = (
+        by_machine.groupingSets([["reason", "partition"], []], "reason", "partition")
+        .agg(*figures, F.grouping("partition").alias("whole"))
+        .collect()
+    )
+    # the row for the whole (none of no rows)
+    whole = next((row.asDict() for row in rolled_up if row["whole"]), {})
+    return IngestCounts(
+        {(row["reason"], row["partition"]): row["rows"] for row in rolled_up if not row["whole"]},
+        whole.get("machines") or None,
+        whole.get("first"),
+        whole.get("last"),
+    )

@@ -111,7 +111,9 @@ class Produced:
     data_version: str | None = None  # what the table was made from, when a digest of it says (Dagster's data version)
     # figures of each day (partition) it holds, by day: numbers the UI charts across partitions
     per_day: dict[str, dict[str, object]] = field(default_factory=dict)
-    row_count: int | None = None  # the rows `value` holds, when the step counted them: storing it counts no more
+    # what the step counted of the rows `value` holds (`table_summary`'s figures: rows, machines, time range):
+    # storing it queries no more
+    counted: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,30 +181,34 @@ def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> Records:
     return records([row.asDict() for row in df.limit(rows).collect()], _columns(df))
 
 
-def table_summary(df: DataFrame, row_count: int | None = None) -> dict[str, object]:
-    """Row count, time range, machines, schema and a preview of a table, from one aggregation; none given its
-    `row_count` (counted by the step) when that is 0 or the table has no time or machine column."""
+# the figures of `table_summary` a step may have counted already
+COUNTED_KEYS = (ROW_COUNT_KEY, "machines", "first_timestamp", "last_timestamp")
+
+
+def table_summary(df: DataFrame, counted: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Row count, time range, machines, schema and a preview of a table. What the step did not count already
+    (`counted`, keyed as the result) comes from one aggregation; none for a table of no rows."""
+    counted = dict(counted or {})
     aggregates = []
-    if "datetime" in df.columns:
-        aggregates += [F.min("datetime").alias("first"), F.max("datetime").alias("last")]
-    if "machine_id" in df.columns:
+    if "datetime" in df.columns and "first_timestamp" not in counted:
+        aggregates += [F.min("datetime").alias("first_timestamp"), F.max("datetime").alias("last_timestamp")]
+    if "machine_id" in df.columns and "machines" not in counted:
         aggregates.append(F.count_distinct("machine_id").alias("machines"))
-    if row_count is None:
-        aggregates.append(F.count(F.lit(1)).alias("rows"))
-    summary = df.agg(*aggregates).first().asDict() if aggregates and row_count != 0 else {}
-    summary.setdefault("rows", row_count)
+    if ROW_COUNT_KEY not in counted:
+        aggregates.append(F.count(F.lit(1)).alias(ROW_COUNT_KEY))
+    if aggregates and counted.get(ROW_COUNT_KEY) != 0:
+        counted.update(df.agg(*aggregates).first().asDict())
+    rows = counted[ROW_COUNT_KEY] if ROW_COUNT_KEY in counted else 0
     metadata: dict[str, object] = {
-        ROW_COUNT_KEY: summary["rows"],  # a daily table's steps give each day's own (`Produced.per_day`)
-        ROWS_WRITTEN_KEY: summary["rows"],
+        ROW_COUNT_KEY: rows,  # a daily table's steps give each day's own (`Produced.per_day`)
+        ROWS_WRITTEN_KEY: rows,
         COLUMN_SCHEMA_KEY: df.schema,
+        # no query for the preview of no rows (the common empty quarantine)
+        "preview": preview(df) if rows else records([], _columns(df)),
     }
-    # no query for the preview of no rows (the common empty quarantine)
-    metadata["preview"] = preview(df) if summary["rows"] else records([], _columns(df))
-    if "machines" in summary:
-        metadata["machines"] = summary["machines"]
-    if "first" in summary:
-        metadata["first_timestamp"] = str(summary["first"])
-        metadata["last_timestamp"] = str(summary["last"])
+    if rows:  # of no rows: no machines and no time range
+        metadata.update({key: counted[key] for key in ("machines",) if key in counted})
+        metadata.update({key: str(counted[key]) for key in ("first_timestamp", "last_timestamp") if key in counted})
     return metadata
 
 
@@ -331,7 +337,7 @@ def ingest(
                 schema=QUARANTINE_SCHEMA,
                 partitions=quarantine_partitions,
                 per_day=day_figures(quarantined_by_day),
-                row_count=counts.quarantined,
+                counted={ROW_COUNT_KEY: counts.quarantined},
             ),
             # a whole table's version is its files' fingerprint: the same files give the same table
             Produced(
@@ -342,7 +348,7 @@ def ingest(
                 partitions,
                 data_version=None if days else sources_fingerprint(sources),
                 per_day=day_figures(kept_by_day),
-                row_count=counts.kept,
+                counted={ROW_COUNT_KEY: counts.kept, **counts.kept_figures},
             ),
         ],
         [check],

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 from pyspark.sql import DataFrame
@@ -34,12 +34,12 @@ def store_table(
     partitions: Sequence[str] | None,
     note: str,
     versions_read: dict[str, int | str],
-    row_count: int | None = None,
+    counted: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """Write `rows` as table `name` (or its `partitions`) in one commit. The metadata comes from the rows
-    written (steps persist what they return) rather than from reading the table back; its row count (`row_count`,
-    when the step counted them) also tells the write whether there are rows."""
-    summary = table_summary(rows, row_count)
+    written (steps persist what they return) rather than from reading the table back, and from what the step
+    `counted` of them already; the row count also tells the write whether there are rows."""
+    summary = table_summary(rows, counted)
     version = tables.write(name, rows, schema, partitions, note, row_count=summary[ROW_COUNT_KEY])
     where = {"table": tables.table_name(name)} if tables.catalog_schema else {"path": Location(tables.path(name))}
     return {**where, "delta_version": version, **versions_read_metadata(versions_read), **summary}
