@@ -376,25 +376,21 @@ def parse_file(lines: DataFrame, table: SourceTable, source: SourceFile, header:
         problem.alias("problem"),
     )
     if source.superseded_days:
-        first, last = min(source.superseded_days), max(source.superseded_days)
-        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-        checked = checked.where(_day_in(first, [day not in source.superseded_days for day in days], elsewhere=True))
+        checked = checked.where(_not_on(source.superseded_days))
     return checked
 
 
-def _day_in(start: date, kept: Sequence[bool], elsewhere: bool) -> Column:
-    """Whether a row's `day` is kept: `kept[i]` for the day `start` + i, `elsewhere` for days before or after
-    those, true for a row without a day.
+def _not_on(days: Sequence[date]) -> Column:
+    """True unless the row's `day` is one of `days` (true for a row without a day). It names `day` once: Spark
+    moves a filter down to the file's lines and writes the day's whole parse into it at each place the filter
+    names it. SQL text: many days are one call into the JVM rather than one each."""
+    if not days:
+        return F.lit(True)
+    return F.expr(f"coalesce(NOT (day IN ({_date_literals(days)})), true)")
 
-    It names `day` once: Spark moves a filter down to the file's lines and writes the day's whole parse into it
-    at each place the filter names it. The answers are one binary literal, a byte a day between one for the
-    days before and one for the days after, read at the day's bucket: the plan stays small and a row's test
-    costs the same for a calendar of thousands of days, where `day IN (...)` listed each one."""
-    if not kept:
-        return F.lit(True) if elsewhere else F.col("day").isNull()
-    mask = bytes([elsewhere, *kept, elsewhere])
-    bucket = f"width_bucket(datediff(day, DATE'{start.isoformat()}'), 0, {len(kept)}, {len(kept)})"  # 0 .. n + 1
-    return F.expr(f"coalesce(substring(X'{mask.hex()}', {bucket} + 1, 1) = X'01', true)")
+
+def _date_literals(days: Sequence[date]) -> str:
+    return ", ".join(f"DATE'{day.isoformat()}'" for day in days)
 
 
 def check_parsed(
@@ -455,10 +451,17 @@ def _of_days(first: date, end: date, calendar: tuple[date, date] | None) -> Colu
     """Rows dated in [first, end); rows of other days belong to other partitions, rows without a readable day
     stay (they are quarantined by whichever run reads their file). Given the partitions' `calendar` [start,
     end), rows dated outside it, which belong to no partition, stay too (see `_flag_outside_calendar`)."""
-    if calendar is None:
-        return _day_in(first, [True] * (end - first).days, elsewhere=False)
+    day = F.col("day")
+    if calendar is None:  # the plain form, which names the day three times (see _not_on)
+        return day.isNull() | ((day >= F.lit(first)) & (day < F.lit(end)))
+    # naming the day once: a byte a calendar day says whether the run keeps it, read at the day's position; a day
+    # before the calendar, or none (`greatest` passes over a null), reads the first byte, one after it the last.
+    # (`day IN (...)` of the calendar's other days was as cheap to run, but its thousands of literals are planned
+    # anew on every read; of the run's days, a year of literals compiles to a `switch` too large for the JIT.)
     days = [calendar[0] + timedelta(days=n) for n in range((calendar[1] - calendar[0]).days)]
-    return _day_in(calendar[0], [first <= day < end for day in days], elsewhere=True)
+    mask = bytes([True, *(first <= day < end for day in days), True])
+    position = f"least(greatest(datediff(day, DATE'{calendar[0].isoformat()}'), -1), {len(days)}) + 2"
+    return F.expr(f"substring(X'{mask.hex()}', {position}, 1) = X'01'")
 
 
 def _flag_outside_calendar(rows: DataFrame, calendar: tuple[date, date]) -> DataFrame:
