@@ -39,6 +39,9 @@ BASE_CONF = {
     # clusters), and no checksum file is written beside each commit (it costs a pass over the table's state)
     "spark.databricks.delta.snapshotPartitions": "1",
     "spark.databricks.delta.writeChecksumFile.enabled": "false",
+    # PySpark otherwise walks the Python stack and makes four more JVM calls for every column function
+    # (F.col, F.when, ...) to name the call site in errors: building a step's plan took about five times as long
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 # what a session the project builds itself adds: on Databricks the runtime brings Delta
 JAR_CONF = {"spark.jars.packages": DELTA_PACKAGE, "spark.jars.excludes": ",".join(DELTA_EXCLUDED_PACKAGES)}
