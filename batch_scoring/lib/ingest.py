@@ -647,14 +647,6 @@ class IngestCounts:
         return counts
 
     @property
-    def kept_figures(self) -> dict[str, object]:
-        """The kept rows' machines and time range, as a table's summary names them (none of no rows)."""
-        figures: dict[str, object] = {"machines": self.kept_machines} if self.kept_machines else {}
-        if self.kept_first is not None:
-            figures.update(first_timestamp=str(self.kept_first), last_timestamp=str(self.kept_last))
-        return figures
-
-    @property
     def quarantined(self) -> int:
         return sum(self.quarantined_by_reason.values())
 

@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 from batch_scoring.lib.crew_page import page_rows
 from batch_scoring.lib.features import CLASSES, FEATURES_SCHEMA, build_features
 from batch_scoring.lib.ingest import (
+    IngestCounts,
     check_files,
     count_outcomes,
     kept_rows,
@@ -181,8 +182,9 @@ def preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> Records:
     return records([row.asDict() for row in df.limit(rows).collect()], _columns(df))
 
 
+MACHINES_KEY, FIRST_TIMESTAMP_KEY, LAST_TIMESTAMP_KEY = "machines", "first_timestamp", "last_timestamp"
 # the figures of `table_summary` a step may have counted already
-COUNTED_KEYS = (ROW_COUNT_KEY, "machines", "first_timestamp", "last_timestamp")
+COUNTED_KEYS = (ROW_COUNT_KEY, MACHINES_KEY, FIRST_TIMESTAMP_KEY, LAST_TIMESTAMP_KEY)
 
 
 def table_summary(df: DataFrame, counted: Mapping[str, object] | None = None) -> dict[str, object]:
@@ -190,15 +192,15 @@ def table_summary(df: DataFrame, counted: Mapping[str, object] | None = None) ->
     (`counted`, keyed as the result) comes from one aggregation; none for a table of no rows."""
     counted = dict(counted or {})
     aggregates = []
-    if "datetime" in df.columns and "first_timestamp" not in counted:
-        aggregates += [F.min("datetime").alias("first_timestamp"), F.max("datetime").alias("last_timestamp")]
-    if "machine_id" in df.columns and "machines" not in counted:
-        aggregates.append(F.count_distinct("machine_id").alias("machines"))
+    if "datetime" in df.columns and FIRST_TIMESTAMP_KEY not in counted:
+        aggregates += [F.min("datetime").alias(FIRST_TIMESTAMP_KEY), F.max("datetime").alias(LAST_TIMESTAMP_KEY)]
+    if "machine_id" in df.columns and MACHINES_KEY not in counted:
+        aggregates.append(F.count_distinct("machine_id").alias(MACHINES_KEY))
     if ROW_COUNT_KEY not in counted:
         aggregates.append(F.count(F.lit(1)).alias(ROW_COUNT_KEY))
     if aggregates and counted.get(ROW_COUNT_KEY) != 0:
         counted.update(df.agg(*aggregates).first().asDict())
-    rows = counted[ROW_COUNT_KEY] if ROW_COUNT_KEY in counted else 0
+    rows = counted[ROW_COUNT_KEY]
     metadata: dict[str, object] = {
         ROW_COUNT_KEY: rows,  # a daily table's steps give each day's own (`Produced.per_day`)
         ROWS_WRITTEN_KEY: rows,
@@ -207,9 +209,20 @@ def table_summary(df: DataFrame, counted: Mapping[str, object] | None = None) ->
         "preview": preview(df) if rows else records([], _columns(df)),
     }
     if rows:  # of no rows: no machines and no time range
-        metadata.update({key: counted[key] for key in ("machines",) if key in counted})
-        metadata.update({key: str(counted[key]) for key in ("first_timestamp", "last_timestamp") if key in counted})
+        if MACHINES_KEY in counted:
+            metadata[MACHINES_KEY] = counted[MACHINES_KEY]
+        metadata.update({key: str(counted[key]) for key in (FIRST_TIMESTAMP_KEY, LAST_TIMESTAMP_KEY) if key in counted})
     return metadata
+
+
+def kept_summary(counts: IngestCounts) -> dict[str, object]:
+    """What an ingest's count of outcomes gives of the kept rows' `table_summary`: rows, machines, time range."""
+    counted: dict[str, object] = {ROW_COUNT_KEY: counts.kept}
+    if counts.kept_machines:
+        counted[MACHINES_KEY] = counts.kept_machines
+    if counts.kept_first is not None:
+        counted.update({FIRST_TIMESTAMP_KEY: str(counts.kept_first), LAST_TIMESTAMP_KEY: str(counts.kept_last)})
+    return counted
 
 
 def rows_by_day(df: DataFrame, partitions: list[str]) -> dict[str, int]:
@@ -348,7 +361,7 @@ def ingest(
                 partitions,
                 data_version=None if days else sources_fingerprint(sources),
                 per_day=day_figures(kept_by_day),
-                counted={ROW_COUNT_KEY: counts.kept, **counts.kept_figures},
+                counted=kept_summary(counts),
             ),
         ],
         [check],
