@@ -17,6 +17,7 @@ from batch_scoring.defs.assets.model import failure_model
 from batch_scoring.lib.features import FEATURES_SCHEMA
 from batch_scoring.lib.model import (
     PROBABILITY_COLUMNS,
+    ForestParams,
     TrainedModel,
     WorklistTarget,
     calibration_bands,
@@ -24,7 +25,7 @@ from batch_scoring.lib.model import (
     lead_times,
     precision_recall_auc,
     threshold_table,
-    with_class_weights,
+    training_rows,
 )
 from batch_scoring.lib.steps import MODEL_CHECK, forest_candidates, worklist_threshold
 from batch_scoring.lib.tables import FAILURES
@@ -330,12 +331,37 @@ def test_class_weightings_and_the_forests_searched_on_the_validation_days(spark)
     labels = spark.createDataFrame([(label,) for label in ["none"] * 6 + ["comp1"] * 2 + ["comp2"]], "label string")
     # 9 rows, 3 classes: balanced gives 9 / (3 x rows of the class)
     weights = {
-        weighting: dict(with_class_weights(labels, weighting).distinct().collect())
+        weighting: dict(training_rows(labels, ForestParams(class_weighting=weighting)).distinct().collect())
         for weighting in ("balanced", "square_root", "none")
     }
     assert weights["balanced"] == pytest.approx({"none": 0.5, "comp1": 1.5, "comp2": 3.0})
     assert weights["square_root"] == pytest.approx({"none": 0.5**0.5, "comp1": 1.5**0.5, "comp2": 3.0**0.5})
     assert weights["none"] == {"none": 1.0, "comp1": 1.0, "comp2": 1.0}
+
+    # 2,000 healthy rows and 30 failure rows: at most 10 none rows per failure row are fitted on (about 300, a
+    # share of 0.15), every failure row is, and each class keeps its total weight
+    many = spark.createDataFrame(
+        [(label,) for label in ["none"] * 2000 + ["comp1"] * 20 + ["comp2"] * 10], "label string"
+    )
+    for weighting in ("balanced", "none"):
+        fitted = training_rows(many, ForestParams(class_weighting=weighting, none_rows_per_failure_row=10.0))
+        rows = {
+            row["label"]: (row["rows"], row["weight"])
+            for row in fitted.groupBy("label")
+            .agg(F.count("*").alias("rows"), F.sum("class_weight").alias("weight"))
+            .collect()
+        }
+        assert 240 <= rows["none"][0] <= 360 and rows["comp1"][0] == 20 and rows["comp2"][0] == 10
+        all_rows = dict(
+            training_rows(many, ForestParams(class_weighting=weighting, none_rows_per_failure_row=None))
+            .groupBy("label")
+            .agg(F.sum("class_weight"))
+            .collect()
+        )
+        assert rows["none"][1] == pytest.approx(all_rows["none"], rel=0.2)
+        assert rows["comp1"][1] == pytest.approx(all_rows["comp1"])
+    assert training_rows(many, ForestParams(none_rows_per_failure_row=None)).count() == 2030
+    assert training_rows(many, ForestParams(none_rows_per_failure_row=100.0)).count() == 2030  # 3,000 allowed
 
     config = {"num_trees": 20, "max_depth": 10, "min_instances_per_node": 5, "seed": 1, "class_weighting": "balanced"}
     searched = forest_candidates({**config, "search_max_depths": [14, 10], "search_class_weightings": ["none"]})

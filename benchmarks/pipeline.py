@@ -66,9 +66,11 @@ TARGETS = {
     "ingest_rows_per_second": 250_000,
     "features_rows_per_second": 250_000,
     "daily_job_warm_seconds": 5.0,
+    "daily_job_fresh_cli_seconds": 20.0,
     "a_incremental_speedup": 20.0,
     "b_backfill_speedup": 5.0,
     "c_day365_vs_day30": 1.3,
+    "scale_rows_per_second_kept": 0.75,  # the largest fleet's rows/s against the smallest's
 }
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -183,6 +185,26 @@ def simulate(machines: int, days: int, input_dir: Path, drop_days: list[date]) -
         (folder / DROP_READY_MARKER).touch()
 
 
+def fresh_cli_day(folders: tuple[Path, Path], day: date, home: Path) -> None:
+    """One day's daily_scoring_job as `dagster job execute` runs it: a new process, the code location loaded, a new
+    JVM, the instance in `home` (a new one each time)."""
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        settings.DAGSTER_HOME_ENV: str(home.resolve()),
+        settings.INPUT_DIR_ENV: str(folders[0].resolve()),
+        settings.WAREHOUSE_DIR_ENV: str(folders[1].resolve()),
+        settings.FIRST_DAY_ENV: START.isoformat(),
+    }
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "batch_scoring.defs.definitions"]
+    command += ["-j", "daily_scoring_job", "--tags", json.dumps({"dagster/partition": day.isoformat()})]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"the fresh CLI run of {day} failed:\n{finished.stdout[-3000:]}{finished.stderr[-3000:]}")
+
+
 def machine_facts() -> dict[str, object]:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     memory_kb = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")))
@@ -230,7 +252,14 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
         scored = materialize(big, DAILY_JOB, last)
         step["rows"] = metadata(scored, "raw_telemetry", "rows_kept")
         step["asset_steps"] = step_seconds(scored)
+    day_rows = step["rows"]
     pipeline_seconds = sum(s["seconds"] for s in bench.steps[1:])  # the steps so far, simulate excluded
+    fresh_seconds = []
+    for attempt in range(repeats):
+        with bench.step(f"score one day, a fresh CLI run #{attempt + 1}", "telemetry rows of the day") as step:
+            fresh_cli_day(big, last, workdir / "dagster_home")
+            step["rows"] = day_rows
+        fresh_seconds.append(step["seconds"])
 
     print("Comparisons", flush=True)
     with bench.step("(a) score the day from computed features", "feature rows of the day") as step:
@@ -269,6 +298,11 @@ def run(machines: int, days: int, workdir: Path, separate_runs: int, repeats: in
     one_run_per_day = one_run / 30
 
     comparisons = {
+        "daily_job_fresh_cli": {
+            "seconds_median": round(statistics.median(fresh_seconds), 1),
+            "runs": len(fresh_seconds),
+            "what": "dagster job execute ... daily_scoring_job for the newest day, raw_machines included",
+        },
         "a_incremental_speedup": {
             "reference_daily_seconds": round(reference_daily, 1),
             "incremental_day_seconds": round(incremental, 1),
@@ -318,6 +352,7 @@ def report(figures: dict) -> str:
         rows, rate = s.get("rows") or 0, s.get("rows_per_second") or 0
         lines.append(f"{s['step']:48} {s['seconds']:8.1f} {rows:12,} {rate:10,} {s['peak_memory_mb']:8,}")
     a, b, c365 = c["a_incremental_speedup"], c["b_backfill_speedup"], c["c_day365_vs_day30"]
+    fresh = c["daily_job_fresh_cli"]
     lines += [
         "",
         f"pipeline (ingest, features, train, score one day): {figures['pipeline_seconds']:.0f} s "
@@ -328,6 +363,8 @@ def report(figures: dict) -> str:
         f"({verdict(steps['features']['rows_per_second'], t['features_rows_per_second'], True)})",
         f"daily job warm, one process: {a['incremental_day_seconds']} s "
         f"({verdict(a['incremental_day_seconds'], t['daily_job_warm_seconds'], False, ' s')})",
+        f"daily job as a fresh CLI run: {fresh['seconds_median']} s "
+        f"({verdict(fresh['seconds_median'], t['daily_job_fresh_cli_seconds'], False, ' s')})",
         f"(a) reference's daily recompute {a['reference_daily_seconds']} s / incremental day "
         f"{a['incremental_day_seconds']} s = {a['ratio']}x "
         f"({verdict(a['ratio'], t['a_incremental_speedup'], True, 'x')})",
@@ -336,6 +373,49 @@ def report(figures: dict) -> str:
         f"(c) day {scale['days']} / day 30 = {c365['ratio']} ({verdict(c365['ratio'], t['c_day365_vs_day30'], False)})",
     ]
     return "\n".join(lines)
+
+
+def scaling(runs: dict[str, dict]) -> dict | None:
+    """The largest fleet's run against the smallest's of as many days: rows/s kept at scale, and how a day's cost
+    grows with the fleet (at most linearly: its ratio no larger than the fleets')."""
+    by_fleet = sorted(runs.values(), key=lambda figures: figures["scale"]["machines"])
+    small, large = by_fleet[0], by_fleet[-1]
+    if small is large or small["scale"]["days"] != large["scale"]["days"]:
+        return None
+
+    def rate(figures: dict, step: str) -> int:
+        return next(s["rows_per_second"] for s in figures["steps"] if s["step"] == step)
+
+    def day(figures: dict) -> dict[str, float]:
+        comparisons = figures["comparisons"]
+        return {
+            "warm": comparisons["a_incremental_speedup"]["incremental_day_seconds"],
+            "fresh_cli": comparisons["daily_job_fresh_cli"]["seconds_median"],
+        }
+
+    return {
+        "fleets": [small["scale"]["machines"], large["scale"]["machines"]],
+        "fleet_ratio": round(large["scale"]["machines"] / small["scale"]["machines"], 1),
+        "rows_per_second_kept": {
+            step: round(rate(large, step) / rate(small, step), 2) for step in ("ingest", "features", "train")
+        },
+        "daily_job_seconds_ratio": {kind: round(day(large)[kind] / day(small)[kind], 2) for kind in day(small)},
+    }
+
+
+def scaling_report(scale: dict) -> str:
+    small, large = scale["fleets"]
+    kept, target = scale["rows_per_second_kept"], TARGETS["scale_rows_per_second_kept"]
+    return "\n".join(
+        [
+            f"{large:,} machines against {small:,} ({scale['fleet_ratio']}x the fleet):",
+            *(f"  {step} rows/s kept: {ratio} ({verdict(ratio, target, True)})" for step, ratio in kept.items()),
+            *(
+                f"  daily job ({kind}) seconds: {ratio}x ({verdict(ratio, scale['fleet_ratio'], False, 'x')})"
+                for kind, ratio in scale["daily_job_seconds_ratio"].items()
+            ),
+        ]
+    )
 
 
 def main() -> int:
@@ -354,10 +434,16 @@ def main() -> int:
         )
     figures = run(args.machines, args.days, args.workdir, args.separate_runs, args.repeats)
     figures["command"] = " ".join(["python", *sys.argv])
+    # one entry per scale, so that the fleets' figures stand side by side
+    results = json.loads(args.json.read_text()) if args.json.exists() else {}
+    runs = {**results.get("runs", {}), f"{args.machines}x{args.days}": figures}
+    results = {"runs": runs, "scaling": scaling(runs)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(report(figures))
+    if results["scaling"]:
+        print(scaling_report(results["scaling"]))
     print(f"\nfigures written to {args.json}")
     return 0
 

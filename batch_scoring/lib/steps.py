@@ -431,9 +431,15 @@ def forest_candidates(config: Mapping[str, object]) -> list[ForestParams]:
     unknown = [weighting for weighting in weightings if weighting not in CLASS_WEIGHTINGS]
     if unknown:
         raise ValueError(f"failure_model's class weightings {unknown}: each one of {', '.join(CLASS_WEIGHTINGS)}")
+    none_rows = config.get("none_rows_per_failure_row")
     return [
         ForestParams(
-            int(config["num_trees"]), depth, int(config["min_instances_per_node"]), int(config["seed"]), weighting
+            num_trees=int(config["num_trees"]),
+            max_depth=depth,
+            min_instances_per_node=int(config["min_instances_per_node"]),
+            seed=int(config["seed"]),
+            class_weighting=weighting,
+            none_rows_per_failure_row=float(none_rows) if none_rows else None,
         )
         for depth in depths
         for weighting in weightings

@@ -59,6 +59,13 @@ class FailureModelConfig(dg.Config):
         description="Other class weightings tried on the validation days, with every depth. Empty lists with "
         "search_max_depths: no search, the configured forest.",
     )
+    none_rows_per_failure_row: Optional[float] = Field(
+        default=3.0,
+        gt=0,
+        description="Rows of class none each forest is fitted on, per failure row of its training days: drawn at "
+        "random (seeded), each weighing more in proportion, so fitting time follows the failures, not the fleet's "
+        "healthy days. Validation and hold-out days are scored in full. None: fit on every row.",
+    )
     min_instances_per_node: int = Field(default=5, description="Minimum rows in each leaf.")
     seed: int = Field(default=42, description="Random seed of the forest.")
     min_macro_f1: float = Field(
