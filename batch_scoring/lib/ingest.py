@@ -21,6 +21,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from batch_scoring.lib.spark import STEP_CACHE
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceField, SourceTable
 
 # Spellings of one instant in public copies of the data set (2015-01-03T07:00:00.000000, 2015-01-03 07:00:00,
@@ -415,10 +416,8 @@ def check_parsed(
         earlier = F.col("day") < F.lit(calendar[0])  # null (undated) stays null
         parsed = parsed.withColumn("day", F.when(earlier, F.lit(calendar[0])).otherwise(F.col("day")))
     # the rows of these days, parsed once: the cross-row rules below read them several times, and compiled
-    # apart from the parse (in one piece, the code of all is too large for the JVM to compile). Kept on local
-    # disk, not in the heap: Spark's memory cache of a year of 10,000 machines' telemetry (87.6 M rows with their
-    # lines) ran a 4 GiB driver out of heap instead of spilling; from disk the same read takes no longer
-    checked = (parsed if dates is None else parsed.where(_of_days(*dates, calendar))).persist(StorageLevel.DISK_ONLY)
+    # apart from the parse (in one piece, the code of all is too large for the JVM to compile)
+    checked = (parsed if dates is None else parsed.where(_of_days(*dates, calendar))).persist(STEP_CACHE)
     if dates is not None and calendar is not None:
         checked = _flag_outside_calendar(checked, calendar)
     if table.daily_partitioned:  # a kept row's partition: its own day (or the first, for earlier history)

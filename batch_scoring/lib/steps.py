@@ -63,6 +63,7 @@ from batch_scoring.lib.scoring import (
     share_drifts,
     worklist,
 )
+from batch_scoring.lib.spark import STEP_CACHE
 from batch_scoring.lib.tables import QUARANTINE_SCHEMA, UNDATED, SourceTable
 
 LOG = logging.getLogger(__name__)  # progress, for the run's log (lib.progress)
@@ -377,7 +378,7 @@ def features(
     """The feature rows of `days` (telemetry covering each day's lookback)."""
     LOG.info("features: building %s from telemetry, errors, replacements and machines", day_span(days))
     rows = build_features(telemetry, errors, maintenance, machines, days[0], days[-1] + timedelta(days=1))
-    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = rows.persist(STEP_CACHE)
     if rows.isEmpty():
         raise StepFailed(
             f"No features for {day_span(days)}: no machine has telemetry in those days. "
